@@ -12,6 +12,9 @@ tildes, x-ranges and hyphens into plain comparators) is ported here from
 parses the resulting plain comparators and versions, compares them, and applies
 npm's prerelease rule (``test_set``). ``tests/test_semver_npm.py`` checks the
 result against npm's own package.
+
+Known gap: numeric prerelease identifiers above 2**53 - 1 compare exactly here,
+while npm compares them as (rounded) JavaScript numbers.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ def valid_range(range_: str) -> bool:
 
 def satisfies(version: str, range_: str) -> bool:
     """Return whether ``version`` satisfies ``range_`` as npm's semver.satisfies does."""
+    # Like npm this accepts "v1.2.3" and surrounding whitespace in ``version``;
+    # check valid_version() first where only strict SemVer is acceptable.
     compiled = _compile_range(range_)
     if compiled is None:
         return False
@@ -210,7 +215,7 @@ def _parse_npm_version(version: str) -> Any:
     return nodesemver.make_semver(trimmed, False)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def _compile_range(range_: str) -> _CompiledRange | None:
     """Parse a range like ``new Range(range)`` in npm; return None where npm throws."""
     raw = _JS_WHITESPACE_RUN.sub(" ", _js_trim(range_))
