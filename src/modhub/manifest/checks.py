@@ -286,7 +286,11 @@ def value_problem(spec: ConfigField, value: Any) -> str | None:
     elif kind == "boolean":
         if not isinstance(value, bool):
             return f"must be true or false, not {_json_type(value)}"
-    elif kind == "select" and value not in spec.option_values():
+    elif kind == "select" and not any(
+        # JSON's true is not 1: Python's `in` would let True match the option 1
+        option == value and isinstance(option, bool) == isinstance(value, bool)
+        for option in spec.option_values()
+    ):
         return f"must be one of {spec.option_values()!r}"
     return _bounds_problem(spec, value)
 

@@ -53,7 +53,7 @@ def file_ref_problem(ref: str, *, allow_function: bool) -> str | None:
     parts = PurePosixPath(file).parts
     if ".." in parts:
         return "the path leaves the module folder ('..')"
-    if file.endswith("/") or parts[-1] in (".", ""):
+    if file.rsplit("/", 1)[-1] in (".", ""):  # "dir/", "." and "dir/." name folders
         return "the path names a folder, not a file"
     if allow_function and ":" in file:
         return "the function after ':' must be a Python identifier"

@@ -1,0 +1,47 @@
+"""The FastAPI application: routers under /api/v1, problem errors, body limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from modhub import __version__
+from modhub.api import problems
+from modhub.api.limits import BodyLimit
+from modhub.api.routers import auth, modules, system
+from modhub.services import Services
+from modhub.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Return the modhub ASGI app; its services start with it unless given."""
+    settings = services.settings if services else (settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or Services.start(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.close()
+
+    app = FastAPI(
+        title="modhub",
+        version=__version__,
+        lifespan=lifespan,
+        description="The module registry and runtime of the automation platform.",
+    )
+    if services is not None:
+        app.state.services = services
+    problems.install(app)
+    for router in (auth.router, modules.router, system.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(system.health_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,446 @@
+"""The registry: module versions, dependencies, status and config, each write one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from modhub import semver
+from modhub.db import Database
+from modhub.db.audit import record
+from modhub.db.models import Module, ModuleDependency, ModuleVersion, utcnow
+from modhub.errors import Conflict, DependencyCycle, InvalidInput, NotFound
+from modhub.keys import SecretBox
+from modhub.manifest import Manifest, validate_manifest
+from modhub.registry import config as configs
+from modhub.registry.graph import find_cycle
+from modhub.registry.status import Status, check_transition, path_to
+from modhub.registry.types import (
+    Dependency,
+    Dependent,
+    ModuleDetail,
+    ModulePage,
+    ModuleSummary,
+    Plan,
+    PlanStep,
+    VersionInfo,
+)
+
+T = TypeVar("T")
+MAX_PAGE = 500
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Return the typed manifest, or raise InvalidInput listing every error."""
+    result = validate_manifest(data)
+    if not result.valid:
+        raise InvalidInput(
+            f"the manifest has {len(result.errors)} error(s)",
+            errors=[{**e.public(), "path": "/manifest" + e.path} for e in result.errors],
+        )
+    return Manifest.model_validate(data)
+
+
+class Registry:
+    """Registers modules and changes their status and config, one transaction a call."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self.db = db
+        self.box = box
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list_modules(
+        self,
+        *,
+        status: Status | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> ModulePage:
+        """Return one page of modules, ordered by name, with the total that match."""
+        limit = max(1, min(limit, MAX_PAGE))
+        where = []
+        if status is not None:
+            where.append(Module.status == status)
+        if q:
+            pattern = f"%{q.lower()}%"
+            where.append(
+                or_(
+                    func.lower(Module.name).like(pattern),
+                    func.lower(Module.display_name).like(pattern),
+                    func.lower(Module.description).like(pattern),
+                )
+            )
+        with self.db.read() as session:
+            total = session.scalar(select(func.count(Module.id)).where(*where)) or 0
+            rows = session.scalars(
+                select(Module).where(*where).order_by(Module.name).limit(limit).offset(offset)
+            ).all()
+            items = [_summary(m) for m in rows]
+        return ModulePage(items=items, total=total, limit=limit, offset=offset)
+
+    def get(self, name: str) -> ModuleDetail:
+        """Return a module with its manifest, masked config, dependencies and versions."""
+        with self.db.read() as session:
+            return self._detail(session, _module(session, name))
+
+    def manifest(self, name: str) -> Manifest:
+        """Return the typed manifest of a module's active version."""
+        with self.db.read() as session:
+            return _active_manifest(session, _module(session, name))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def register(self, data: Any, *, actor: str) -> ModuleDetail:
+        """Store a manifest: a new module (REGISTERED), or a new available version."""
+        manifest = parse_manifest(data)
+        for attempt in range(3):
+            try:
+                return self._write(lambda s: self._register(s, manifest, data, actor))
+            except IntegrityError:
+                if attempt == 2:
+                    break
+                # A concurrent registration won the race; look again and report why.
+        raise Conflict(
+            f"module '{manifest.name}' {manifest.version} is already registered",
+            module=manifest.name,
+            version=manifest.version,
+        )
+
+    def _register(
+        self, session: Session, manifest: Manifest, data: Any, actor: str
+    ) -> ModuleDetail:
+        module = session.scalars(
+            select(Module).where(Module.name == manifest.name).with_for_update()
+        ).first()
+        if module is None:
+            self._refuse_cycle(session, manifest)
+            module = Module(
+                name=manifest.name,
+                version=manifest.version,
+                status=Status.REGISTERED,
+                config=configs.initial_config(manifest, self.box),
+                **_descriptive(manifest),
+            )
+            module.dependencies = [
+                ModuleDependency(depends_on=dep, version_range=rng)
+                for dep, rng in manifest.dependencies.modules.items()
+            ]
+            session.add(module)
+        elif any(v.version == manifest.version for v in module.versions):
+            raise Conflict(
+                f"module '{manifest.name}' {manifest.version} is already registered",
+                module=manifest.name,
+                version=manifest.version,
+            )
+        module.versions.append(ModuleVersion(version=manifest.version, manifest=data))
+        session.flush()
+        record(session, actor, "module.register", manifest.name, version=manifest.version)
+        return self._detail(session, module)
+
+    def _refuse_cycle(self, session: Session, manifest: Manifest) -> None:
+        edges: dict[str, list[str]] = {manifest.name: list(manifest.dependencies.modules)}
+        rows = session.execute(
+            select(Module.name, ModuleDependency.depends_on).join(ModuleDependency)
+        ).all()
+        for name, dep in rows:
+            edges.setdefault(name, []).append(dep)
+        cycle = find_cycle(edges, manifest.name)
+        if cycle:
+            raise DependencyCycle(cycle)
+
+    def set_status(
+        self, name: str, target: Status, *, actor: str, cascade: bool = False, dry_run: bool = False
+    ) -> Plan | ModuleDetail:
+        """Enable or disable a module, and with `cascade` its dependencies or dependents."""
+        if target not in (Status.ENABLED, Status.DISABLED):
+            raise InvalidInput(
+                f"status must be ENABLED or DISABLED, not {target}",
+                errors=[
+                    {
+                        "path": "/status",
+                        "code": "not_allowed",
+                        "message": "must be ENABLED or DISABLED",
+                    }
+                ],
+            )
+
+        def change(session: Session) -> Plan | ModuleDetail:
+            module = _module(session, name, lock=True)
+            steps = (
+                self._enable_plan(session, module, cascade)
+                if target == Status.ENABLED
+                else self._disable_plan(session, module, cascade)
+            )
+            if dry_run:
+                return Plan(dry_run=True, steps=[s for _, s in steps])
+            for row, step in steps:
+                self._move(session, row, Status(step.to or target), actor)
+            return self._detail(session, module)
+
+        return self._write(change, read_only=dry_run)
+
+    def _enable_plan(
+        self, session: Session, module: Module, cascade: bool
+    ) -> list[tuple[Module, PlanStep]]:
+        plan: list[tuple[Module, PlanStep]] = []
+        unmet: list[dict[str, str]] = []
+        unconfigured: list[dict[str, Any]] = []
+        visiting: set[str] = set()
+
+        def visit(row: Module) -> None:
+            if row.name in visiting or any(m is row for m, _ in plan):
+                return
+            visiting.add(row.name)
+            for dep in row.dependencies:
+                other = _module(session, dep.depends_on, lock=True, missing_ok=True)
+                reason = _unmet(dep, other)
+                if other is not None and reason is None and other.status != Status.ENABLED:
+                    if cascade:
+                        visit(other)
+                        continue
+                    reason = f"is {other.status}, not ENABLED (use ?cascade=true)"
+                if reason:
+                    unmet.append(
+                        {
+                            "module": row.name,
+                            "dependency": dep.depends_on,
+                            "range": dep.version_range,
+                            "reason": reason,
+                        }
+                    )
+            self._refuse_busy(row)
+            missing = configs.missing_required(_active_manifest(session, row), row.config)
+            if missing:
+                unconfigured.append({"module": row.name, "keys": missing})
+            if row.status != Status.ENABLED:
+                plan.append(
+                    (row, PlanStep(module=row.name, from_=Status(row.status), to=Status.ENABLED))
+                )
+
+        visit(module)
+        if unmet or unconfigured:
+            reasons = [f"{u['dependency']} {u['reason']}" for u in unmet] + [
+                f"{c['module']} needs config {', '.join(c['keys'])}" for c in unconfigured
+            ]
+            raise Conflict(
+                f"cannot enable '{module.name}': " + "; ".join(reasons),
+                unmet=unmet,
+                missingConfig=unconfigured,
+            )
+        return plan
+
+    def _disable_plan(
+        self, session: Session, module: Module, cascade: bool
+    ) -> list[tuple[Module, PlanStep]]:
+        plan: list[tuple[Module, PlanStep]] = []
+        blocking: list[str] = []
+        seen: set[str] = set()
+
+        def visit(row: Module) -> None:
+            if row.name in seen:
+                return
+            seen.add(row.name)
+            for dependent in _dependents(session, row.name, lock=True):
+                if dependent.status == Status.ENABLED:
+                    if cascade:
+                        visit(dependent)
+                    else:
+                        blocking.append(dependent.name)
+            self._refuse_busy(row)
+            if row.status != Status.DISABLED:
+                plan.append(
+                    (row, PlanStep(module=row.name, from_=Status(row.status), to=Status.DISABLED))
+                )
+
+        visit(module)
+        if blocking:
+            raise Conflict(
+                f"cannot disable '{module.name}': enabled dependents {', '.join(blocking)} "
+                "(use ?cascade=true to disable them first)",
+                dependents=blocking,
+            )
+        return plan
+
+    def _move(self, session: Session, module: Module, target: Status, actor: str) -> None:
+        for status in path_to(Status(module.status), target):
+            check_transition(module.name, module.status, status)
+            record(
+                session,
+                actor,
+                "module.status",
+                module.name,
+                **{"from": module.status, "to": str(status)},
+            )
+            module.status = status
+        module.last_error = None
+        module.updated_at = utcnow()
+
+    @staticmethod
+    def _refuse_busy(module: Module) -> None:
+        if module.status in (Status.INSTALLING, Status.UPDATING, Status.REMOVING):
+            raise Conflict(f"module '{module.name}' is {module.status}; try again when it is done")
+
+    def set_config(self, name: str, incoming: dict[str, Any], *, actor: str) -> dict[str, Any]:
+        """Replace a module's config; return it masked. Every invalid field is listed."""
+
+        def change(session: Session) -> dict[str, Any]:
+            module = _module(session, name, lock=True)
+            manifest = _active_manifest(session, module)
+            new, changed = configs.update_config(manifest, module.config, incoming, self.box)
+            if changed:
+                module.config = new
+                module.updated_at = utcnow()
+                record(session, actor, "module.config", name, changed=changed)
+            return configs.masked(new)
+
+        return self._write(change)
+
+    def config_for_code(self, name: str) -> dict[str, Any]:
+        """Return a module's config with secrets in clear, for its own handlers only."""
+        with self.db.read() as session:
+            return configs.unsealed(_module(session, name).config, self.box)
+
+    def delete(self, name: str, *, actor: str, dry_run: bool = False) -> Plan | None:
+        """Remove a module with every version; refused while others depend on it."""
+
+        def change(session: Session) -> Plan | None:
+            module = _module(session, name, lock=True)
+            dependents = _dependents(session, name)
+            if dependents:
+                names = ", ".join(d.name for d in dependents)
+                raise Conflict(
+                    f"cannot remove '{name}': {names} depend(s) on it",
+                    dependents=[d.name for d in dependents],
+                )
+            self._refuse_busy(module)
+            if dry_run:
+                return Plan(
+                    dry_run=True,
+                    steps=[PlanStep(module=name, from_=Status(module.status), to=None)],
+                )
+            record(
+                session,
+                actor,
+                "module.status",
+                name,
+                **{"from": module.status, "to": str(Status.REMOVING)},
+            )
+            record(session, actor, "module.remove", name, version=module.version)
+            session.delete(module)
+            return None
+
+        return self._write(change, read_only=dry_run)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _write(self, change: Callable[[Session], T], *, read_only: bool = False) -> T:
+        if read_only:
+            with self.db.read() as session:
+                return change(session)
+        with self.db.write() as session:
+            return change(session)
+
+    def _detail(self, session: Session, module: Module) -> ModuleDetail:
+        active = next(v for v in module.versions if v.version == module.version)
+        deps = []
+        for dep in module.dependencies:
+            other = _module(session, dep.depends_on, missing_ok=True)
+            deps.append(
+                Dependency(
+                    name=dep.depends_on,
+                    range=dep.version_range,
+                    installed_version=other.version if other else None,
+                    status=Status(other.status) if other else None,
+                    satisfied=_unmet(dep, other) is None,
+                )
+            )
+        dependents = [
+            Dependent(name=m.name, range=r, version=m.version, status=Status(m.status))
+            for m, r in session.execute(
+                select(Module, ModuleDependency.version_range)
+                .join(ModuleDependency)
+                .where(ModuleDependency.depends_on == module.name)
+                .order_by(Module.name)
+            ).tuples()
+        ]
+        by_version = {v.version: v for v in module.versions}
+        versions = [
+            VersionInfo(
+                version=v, registered_at=by_version[v].created_at, active=v == module.version
+            )
+            for v in reversed(semver.sort_versions(by_version))
+        ]
+        return ModuleDetail(
+            **_summary(module).model_dump(),
+            manifest=active.manifest,
+            config=configs.masked(module.config),
+            dependencies=deps,
+            dependents=dependents,
+            versions=versions,
+            path=module.path,
+        )
+
+
+def _module(session: Session, name: str, *, lock: bool = False, missing_ok: bool = False) -> Any:
+    query = (
+        select(Module)
+        .where(Module.name == name)
+        .options(selectinload(Module.versions), selectinload(Module.dependencies))
+    )
+    module = session.scalars(query.with_for_update() if lock else query).first()
+    if module is None and not missing_ok:
+        raise NotFound(f"no module named '{name}'", module=name)
+    return module
+
+
+def _dependents(session: Session, name: str, *, lock: bool = False) -> Sequence[Module]:
+    query = (
+        select(Module)
+        .join(ModuleDependency)
+        .where(ModuleDependency.depends_on == name)
+        .order_by(Module.name)
+    )
+    return session.scalars(query.with_for_update() if lock else query).all()
+
+
+def _active_manifest(session: Session, module: Module) -> Manifest:
+    active = next(v for v in module.versions if v.version == module.version)
+    return Manifest.model_validate(active.manifest)
+
+
+def _unmet(dep: ModuleDependency, other: Module | None) -> str | None:
+    if other is None:
+        return "is not registered"
+    if not semver.satisfies(other.version, dep.version_range):
+        return f"is at version {other.version}, outside {dep.version_range}"
+    return None
+
+
+def _summary(module: Module) -> ModuleSummary:
+    return ModuleSummary(
+        name=module.name,
+        version=module.version,
+        display_name=module.display_name,
+        description=module.description,
+        author=module.author,
+        license=module.license,
+        status=Status(module.status),
+        last_error=module.last_error,
+        created_at=module.created_at,
+        updated_at=module.updated_at,
+    )
+
+
+def _descriptive(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "display_name": manifest.display_name,
+        "description": manifest.description,
+        "author": manifest.author,
+        "license": manifest.license,
+    }

@@ -1,0 +1,67 @@
+"""modhub's settings, read from `MODHUB_*` environment variables and checked at load."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modhub.errors import ConfigurationError
+
+KEY_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="MODHUB_", extra="ignore")
+
+    data_dir: Path = Path(".modhub")
+    database_url: str | None = None
+    secret_key: str | None = Field(default=None, repr=False)
+    admin_password: str | None = Field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=1, le=65535)
+    access_token_ttl: int = Field(default=3600, ge=60, le=7 * 86400)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def db_url(self) -> str:
+        """Return the database URL: the setting, or SQLite under the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'modhub.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """Return whether the database is the embedded SQLite one."""
+        return self.db_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """Return the secret key: the setting, or one generated once into the data dir."""
+        if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise ConfigurationError("MODHUB_SECRET_KEY must be at least 32 characters")
+            return self.secret_key
+        path = self.data_dir / KEY_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first; read theirs
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+        if len(key) < 32:
+            raise ConfigurationError(f"{path} holds a key shorter than 32 characters")
+        return key
