@@ -1,5 +1,6 @@
 """The `modhub` command."""
 
+from modhub.cli import admin, client
 from modhub.cli.app import app, main
 
-__all__ = ["app", "main"]
+__all__ = ["admin", "app", "client", "main"]

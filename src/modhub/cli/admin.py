@@ -1,0 +1,192 @@
+"""Commands that work on the database directly: serve, db, users, tokens, roles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modhub.cli.app import app, err, out
+from modhub.db import Database
+from modhub.db.migrate import upgrade
+from modhub.errors import ModhubError
+from modhub.services import Services
+from modhub.settings import Settings
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Where modhub keeps its data [env: MODHUB_DATA_DIR; default ./.modhub]"
+    ),
+]
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Users (on the database directly).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for scripts.", no_args_is_help=True)
+roles_app = typer.Typer(help="Roles and their permissions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(roles_app, name="roles")
+
+
+def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
+    """Return the settings from the environment, with command-line overrides."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def start(data_dir: Path | None) -> Services:
+    """Open the services, or exit with the reason they cannot start."""
+    try:
+        return Services.start(settings_for(data_dir))
+    except ModhubError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default 4000]")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the API (and, on first start, create the admin account)."""
+    import uvicorn
+
+    from modhub.api import create_app
+
+    try:
+        settings = settings_for(data_dir, host=host, port=port)
+        services = Services.start(settings)
+    except ModhubError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(2) from None
+    generated = services.auth.ensure_admin(settings.admin_password)
+    if generated:
+        out.print(
+            f"Created user [bold]admin[/] with password [bold]{generated}[/] "
+            "(shown once; change it or set MODHUB_ADMIN_PASSWORD before first start)."
+        )
+        out.print(
+            f"Log in: curl -X POST http://{settings.host}:{settings.port}/api/v1/auth/"
+            'login -H \'Content-Type: application/json\' -d \'{"username":"admin",'
+            '"password":"..."}\''
+        )
+    out.print(
+        f"modhub serving on http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir}, database {services.db.dialect})"
+    )
+    uvicorn.run(
+        create_app(services=services),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Migrate the database (MODHUB_DATABASE_URL, or the embedded SQLite) to the newest schema."""
+    settings = settings_for(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    try:
+        upgrade(db.engine)
+    finally:
+        db.dispose()
+    out.print(f"database at the newest schema ({db.dialect})")
+
+
+@users_app.command("create")
+def users_create(
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="admin, operator, viewer, or a role of yours")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a user; asks for the password unless --password-stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    services = start(data_dir)
+    try:
+        services.auth.create_user(name, role, password)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    out.print(f"created user {name} ({role})")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    user: Annotated[str, typer.Option(help="The user the token acts as")],
+    name: Annotated[str, typer.Option(help="A label to recognise the token by")] = "cli",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a new API token for `Authorization: Bearer` (shown once)."""
+    services = start(data_dir)
+    try:
+        token = services.auth.create_api_token(user, name)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    typer.echo(token)
+
+
+@roles_app.command("list")
+def roles_list(data_dir: DataDir = None) -> None:
+    """List roles and their permissions."""
+    services = start(data_dir)
+    try:
+        table = Table("role", "permissions")
+        for role, permissions in services.auth.roles().items():
+            table.add_row(role, ", ".join(permissions))
+        out.print(table)
+    finally:
+        services.close()
+
+
+@roles_app.command("grant")
+def roles_grant(role: str, permission: str, data_dir: DataDir = None) -> None:
+    """Grant a permission (for example vmware:read) to a role."""
+    services = start(data_dir)
+    try:
+        services.auth.grant(role, permission)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    out.print(f"granted {permission} to {role}")
+
+
+@roles_app.command("revoke")
+def roles_revoke(role: str, permission: str, data_dir: DataDir = None) -> None:
+    """Take a permission away from a role."""
+    services = start(data_dir)
+    try:
+        services.auth.revoke(role, permission)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    out.print(f"revoked {permission} from {role}")
+
+
+def _fail(exc: ModhubError) -> None:
+    err.print(f"[red]error:[/] {exc.detail}")
+    for item in exc.errors or []:
+        err.print(f"  {item.get('path', '')}: {item.get('message', '')}")
+    raise typer.Exit(1)
