@@ -9,18 +9,22 @@ from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
 from modhub.keys import SecretBox
+from modhub.lifecycle import Lifecycle, Operations, recover
 from modhub.registry import Registry
 from modhub.settings import Settings
 
 
 @dataclass
 class Services:
-    """Settings, database, auth and registry of one modhub process."""
+    """Settings, database, auth, registry and lifecycle of one modhub process."""
 
     settings: Settings
     db: Database
     auth: AuthService
     registry: Registry
+    operations: Operations
+    lifecycle: Lifecycle
+    recovered: list[str]
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -35,13 +39,20 @@ class Services:
                 "the database schema is not up to date: run `modhub db upgrade` first"
             )
         secret = settings.resolved_secret_key()
+        registry = Registry(db, SecretBox(secret))
+        operations = Operations(db, failpoint=settings.failpoint)
+        lifecycle = Lifecycle(registry, operations, settings)
         return cls(
             settings=settings,
             db=db,
             auth=AuthService(db, settings),
-            registry=Registry(db, SecretBox(secret)),
+            registry=registry,
+            operations=operations,
+            lifecycle=lifecycle,
+            recovered=recover(lifecycle),
         )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Stop background operations and release the database connections."""
+        self.operations.shutdown()
         self.db.dispose()

@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=60, ge=1)
+    pip_index_url: str | None = None
+    pip_find_links: list[str] = []
+    pip_offline: bool = False
+    operation_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    failpoint: str | None = Field(
+        default=None, description="Stop lifecycle operations at this step (crash tests)"
+    )
 
     @field_validator("data_dir")
     @classmethod

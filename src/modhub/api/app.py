@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
-from modhub.api.routers import auth, modules, system
+from modhub.api.routers import auth, lifecycle, modules, system
 from modhub.services import Services
 from modhub.settings import Settings
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is not None:
         app.state.services = services
     problems.install(app)
-    for router in (auth.router, modules.router, system.router):
+    for router in (auth.router, lifecycle.router, modules.router, system.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(system.health_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

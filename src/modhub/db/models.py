@@ -70,6 +70,7 @@ class Module(Base):
     path: Mapped[str | None] = mapped_column(String(1024))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_error: Mapped[str | None] = mapped_column(Text)
+    previous_version: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -91,6 +92,8 @@ class ModuleVersion(Base):
     module_id: Mapped[int] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(256))
     manifest: Mapped[dict[str, Any]]
+    path: Mapped[str | None] = mapped_column(String(1024))
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     module: Mapped[Module] = relationship(back_populates="versions")
@@ -184,3 +187,24 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(128), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Operation(Base):
+    """A long lifecycle operation (install, upgrade, remove): its steps, log and outcome.
+
+    A row still `running` at start-up is an operation a crash interrupted.
+    """
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    module: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

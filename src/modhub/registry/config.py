@@ -107,3 +107,13 @@ def _is_sealed(value: Any) -> bool:
 
 def _err(key: str, code: str, message: str) -> dict[str, str]:
     return {"path": f"/config/{key}", "code": code, "message": message}
+
+
+def carry_over(manifest: Manifest, stored: Mapping[str, Any], box: SecretBox) -> dict[str, Any]:
+    """Return a config for a new version: kept values, new defaults, removed keys dropped.
+
+    Raise InvalidInput listing every kept value the new schema refuses.
+    """
+    kept = unsealed({k: v for k, v in stored.items() if k in manifest.config.schema_}, box)
+    new, _ = update_config(manifest, {}, kept, box)
+    return new

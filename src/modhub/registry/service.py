@@ -96,12 +96,17 @@ class Registry:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def register(self, data: Any, *, actor: str) -> ModuleDetail:
-        """Store a manifest: a new module (REGISTERED), or a new available version."""
+    def register(
+        self, data: Any, *, actor: str, path: str | None = None, files: dict[str, str] | None = None
+    ) -> ModuleDetail:
+        """Store a manifest: a new module (REGISTERED), or a new available version.
+
+        `path` and `files` (sha256 of each file) describe the version's code, if it has any.
+        """
         manifest = parse_manifest(data)
         for attempt in range(3):
             try:
-                return self._write(lambda s: self._register(s, manifest, data, actor))
+                return self._write(lambda s: self._register(s, manifest, data, actor, path, files))
             except IntegrityError:
                 if attempt == 2:
                     break
@@ -113,7 +118,13 @@ class Registry:
         )
 
     def _register(
-        self, session: Session, manifest: Manifest, data: Any, actor: str
+        self,
+        session: Session,
+        manifest: Manifest,
+        data: Any,
+        actor: str,
+        path: str | None,
+        files: dict[str, str] | None,
     ) -> ModuleDetail:
         module = session.scalars(
             select(Module).where(Module.name == manifest.name).with_for_update()
@@ -125,6 +136,7 @@ class Registry:
                 version=manifest.version,
                 status=Status.REGISTERED,
                 config=configs.initial_config(manifest, self.box),
+                path=path,
                 **_descriptive(manifest),
             )
             module.dependencies = [
@@ -138,7 +150,9 @@ class Registry:
                 module=manifest.name,
                 version=manifest.version,
             )
-        module.versions.append(ModuleVersion(version=manifest.version, manifest=data))
+        module.versions.append(
+            ModuleVersion(version=manifest.version, manifest=data, path=path, files=files)
+        )
         session.flush()
         record(session, actor, "module.register", manifest.name, version=manifest.version)
         return self._detail(session, module)
@@ -268,6 +282,10 @@ class Registry:
         return plan
 
     def _move(self, session: Session, module: Module, target: Status, actor: str) -> None:
+        if module.status == Status.REGISTERED and module.path is not None:
+            raise Conflict(
+                f"module '{module.name}' has code and must be installed first", module=module.name
+            )
         for status in path_to(Status(module.status), target):
             check_transition(module.name, module.status, status)
             record(
@@ -286,6 +304,145 @@ class Registry:
         if module.status in (Status.INSTALLING, Status.UPDATING, Status.REMOVING):
             raise Conflict(f"module '{module.name}' is {module.status}; try again when it is done")
 
+    def transition(
+        self, name: str, target: Status, *, actor: str, error: str | None = None
+    ) -> ModuleDetail:
+        """Move one module one step through the state machine (used by the lifecycle)."""
+
+        def change(session: Session) -> ModuleDetail:
+            module = _module(session, name, lock=True)
+            check_transition(name, module.status, target)
+            record(
+                session,
+                actor,
+                "module.status",
+                name,
+                **{"from": module.status, "to": str(target)},
+                **({"error": error} if error else {}),
+            )
+            module.status = target
+            module.last_error = error
+            module.updated_at = utcnow()
+            return self._detail(session, module)
+
+        return self._write(change)
+
+    def record_error(self, name: str, error: str) -> None:
+        """Set a module's `lastError` without changing its status."""
+        with self.db.write() as session:
+            module = _module(session, name, lock=True, missing_ok=True)
+            if module is not None:
+                module.last_error = error
+
+    def version_info(self, name: str, version: str | None = None) -> tuple[Manifest, ModuleVersion]:
+        """Return the typed manifest and the row of a version (the active one by default)."""
+        with self.db.read() as session:
+            module = _module(session, name)
+            wanted = version or module.version
+            row = next((v for v in module.versions if v.version == wanted), None)
+            if row is None:
+                raise NotFound(
+                    f"module '{name}' has no version {wanted}", module=name, version=wanted
+                )
+            return Manifest.model_validate(row.manifest), row
+
+    def check_upgrade(self, name: str, version: str) -> None:
+        """Raise Conflict unless `version` can replace the active one.
+
+        Its dependencies must be registered and inside their ranges (and ENABLED when the
+        module is), every dependent's range must accept it, and no cycle may appear.
+        """
+        with self.db.read() as session:
+            module = _module(session, name)
+            row = next((v for v in module.versions if v.version == version), None)
+            if row is None:
+                raise NotFound(
+                    f"module '{name}' has no registered version {version}",
+                    module=name,
+                    version=version,
+                )
+            if version == module.version:
+                raise Conflict(f"module '{name}' is already at {version}")
+            manifest = Manifest.model_validate(row.manifest)
+            problems: list[str] = []
+            for dep, rng in manifest.dependencies.modules.items():
+                other = _module(session, dep, missing_ok=True)
+                if other is None:
+                    problems.append(f"dependency {dep} is not registered")
+                elif not semver.satisfies(other.version, rng):
+                    problems.append(f"dependency {dep} is at {other.version}, outside {rng}")
+                elif module.status == Status.ENABLED and other.status != Status.ENABLED:
+                    problems.append(f"dependency {dep} is {other.status}, not ENABLED")
+            rejecting = [
+                f"{m.name} needs {name} {r}"
+                for m, r in session.execute(
+                    select(Module, ModuleDependency.version_range)
+                    .join(ModuleDependency)
+                    .where(ModuleDependency.depends_on == name)
+                ).tuples()
+                if not semver.satisfies(version, r)
+            ]
+            edges: dict[str, list[str]] = {}
+            for owner, dep in session.execute(
+                select(Module.name, ModuleDependency.depends_on).join(ModuleDependency)
+            ).all():
+                if owner != name:
+                    edges.setdefault(owner, []).append(dep)
+            edges[name] = list(manifest.dependencies.modules)
+            cycle = find_cycle(edges, name)
+        if cycle:
+            raise DependencyCycle(cycle)
+        if problems or rejecting:
+            raise Conflict(
+                f"cannot move '{name}' to {version}: " + "; ".join(problems + rejecting),
+                unmet=problems,
+                dependents=rejecting,
+            )
+
+    def switch_version(
+        self,
+        name: str,
+        version: str,
+        *,
+        actor: str,
+        status: Status,
+        config: dict[str, Any],
+        kind: str = "upgrade",
+    ) -> ModuleDetail:
+        """Make `version` the active one, in one transaction (the atomic step of an upgrade)."""
+
+        def change(session: Session) -> ModuleDetail:
+            module = _module(session, name, lock=True)
+            row = next(v for v in module.versions if v.version == version)
+            manifest = Manifest.model_validate(row.manifest)
+            previous = module.version
+            if not (module.status == status == Status.REGISTERED):
+                check_transition(name, module.status, status)
+            module.previous_version = previous
+            module.version = version
+            module.path = row.path
+            module.config = config
+            module.status = status
+            module.last_error = None
+            module.updated_at = utcnow()
+            for key, value in _descriptive(manifest).items():
+                setattr(module, key, value)
+            module.dependencies = [
+                ModuleDependency(depends_on=dep, version_range=rng)
+                for dep, rng in manifest.dependencies.modules.items()
+            ]
+            record(session, actor, f"module.{kind}", name, **{"from": previous, "to": version})
+            record(
+                session,
+                actor,
+                "module.status",
+                name,
+                **{"from": str(Status.UPDATING), "to": str(status)},
+            )
+            return self._detail(session, module)
+
+        return self._write(change)
+
     def set_config(self, name: str, incoming: dict[str, Any], *, actor: str) -> dict[str, Any]:
         """Replace a module's config; return it masked. Every invalid field is listed."""
 
@@ -300,6 +457,17 @@ class Registry:
             return configs.masked(new)
 
         return self._write(change)
+
+    def stored_config(self, name: str) -> dict[str, Any]:
+        """Return a module's config as stored (secrets sealed)."""
+        with self.db.read() as session:
+            return dict(_module(session, name).config)
+
+    def previous_version(self, name: str) -> str | None:
+        """Return the version a rollback would return to."""
+        with self.db.read() as session:
+            previous: str | None = _module(session, name).previous_version
+            return previous
 
     def config_for_code(self, name: str) -> dict[str, Any]:
         """Return a module's config with secrets in clear, for its own handlers only."""
@@ -318,19 +486,21 @@ class Registry:
                     f"cannot remove '{name}': {names} depend(s) on it",
                     dependents=[d.name for d in dependents],
                 )
-            self._refuse_busy(module)
+            if module.status != Status.REMOVING:
+                self._refuse_busy(module)
             if dry_run:
                 return Plan(
                     dry_run=True,
                     steps=[PlanStep(module=name, from_=Status(module.status), to=None)],
                 )
-            record(
-                session,
-                actor,
-                "module.status",
-                name,
-                **{"from": module.status, "to": str(Status.REMOVING)},
-            )
+            if module.status != Status.REMOVING:
+                record(
+                    session,
+                    actor,
+                    "module.status",
+                    name,
+                    **{"from": module.status, "to": str(Status.REMOVING)},
+                )
             record(session, actor, "module.remove", name, version=module.version)
             session.delete(module)
             return None
@@ -383,6 +553,7 @@ class Registry:
             dependencies=deps,
             dependents=dependents,
             versions=versions,
+            previous_version=module.previous_version,
             path=module.path,
         )
 

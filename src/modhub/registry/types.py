@@ -59,6 +59,7 @@ class ModuleDetail(ModuleSummary):
     dependencies: list[Dependency]
     dependents: list[Dependent]
     versions: list[VersionInfo]
+    previous_version: str | None = Field(description="The version a rollback returns to")
     path: str | None
 
 

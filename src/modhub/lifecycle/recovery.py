@@ -1,0 +1,129 @@
+"""Crash recovery: bring every module back to a stable state at start-up.
+
+An operation row still `running` whose process is gone was cut short by a crash. Each
+module it left in a transitional state is finished or undone, half-written folders and
+environments are removed, and every action is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from sqlalchemy import select
+
+from modhub.db.audit import SYSTEM, record
+from modhub.db.models import Module, ModuleVersion, Operation, utcnow
+from modhub.lifecycle.bundle import remove_tree
+from modhub.lifecycle.environment import remove_env
+from modhub.lifecycle.service import Lifecycle
+from modhub.registry import Status
+
+
+def owner_alive(owner: str) -> bool:
+    """Return whether the process that started an operation may still be running."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's operation: not ours to judge
+    if int(pid) == os.getpid():
+        return False  # our own pid recycled after a restart: the old process is gone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(lifecycle: Lifecycle) -> list[str]:
+    """Finish or undo interrupted operations and sweep orphaned files; return what was done."""
+    db = lifecycle.registry.db
+    done: list[str] = []
+    with db.write() as session:
+        interrupted = [
+            op
+            for op in session.scalars(select(Operation).where(Operation.status == "running"))
+            if not owner_alive(str(op.detail.get("owner", "")))
+        ]
+        for op in interrupted:
+            op.status = "failed"
+            op.error = "interrupted: the server stopped while this operation ran"
+            op.finished_at = utcnow()
+            record(session, SYSTEM, "recovery.operation", op.module, operation=op.id, kind=op.kind)
+            done.append(f"operation {op.id} ({op.kind} {op.module}) marked interrupted")
+    starts = {op.module: op.detail.get("fromStatus") for op in interrupted}
+    busy = {op.module for op in _running(lifecycle)}
+    with db.read() as session:
+        stuck = session.scalars(
+            select(Module).where(
+                Module.status.in_([Status.INSTALLING, Status.UPDATING, Status.REMOVING])
+            )
+        ).all()
+    for module in stuck:
+        if module.name in busy:
+            continue
+        done.append(_settle(lifecycle, module, starts.get(module.name)))
+    done += _sweep(lifecycle)
+    return done
+
+
+def _running(lifecycle: Lifecycle) -> list[Operation]:
+    with lifecycle.registry.db.read() as session:
+        return [
+            op
+            for op in session.scalars(select(Operation).where(Operation.status == "running"))
+            if owner_alive(str(op.detail.get("owner", "")))
+        ]
+
+
+def _settle(lifecycle: Lifecycle, module: Module, start: str | None) -> str:
+    registry, name = lifecycle.registry, module.name
+    note = "interrupted by a restart"
+    if module.status == Status.INSTALLING:
+        remove_env(lifecycle.layout.env(name, module.version))
+        registry.transition(
+            name, Status.REGISTERED, actor=SYSTEM, error=f"install {note}; enable again"
+        )
+        return f"{name}: install undone, back to REGISTERED"
+    if module.status == Status.UPDATING:
+        back = Status(start) if start in (Status.ENABLED, Status.DISABLED) else Status.DISABLED
+        registry.transition(
+            name, back, actor=SYSTEM, error=f"upgrade {note}; still at {module.version}"
+        )
+        return f"{name}: upgrade undone, back to {back} at {module.version}"
+    registry.delete(name, actor=SYSTEM)
+    lifecycle.delete_files(name)
+    return f"{name}: removal completed"
+
+
+def _sweep(lifecycle: Lifecycle) -> list[str]:
+    layout, done = lifecycle.layout, []
+    with lifecycle.registry.db.read() as session:
+        code = {Path(p) for p in session.scalars(select(ModuleVersion.path)) if p}
+        envs = {
+            lifecycle.layout.env(m.name, v)
+            for m in session.scalars(select(Module))
+            for v in (m.version, m.previous_version)
+            if v
+        }
+    for staging in _children(layout.staging):
+        remove_tree(staging)
+        done.append(f"removed staging folder {staging.name}")
+    for folder, keep, remove in (
+        (layout.modules, code, remove_tree),
+        (layout.envs, envs, remove_env),
+    ):
+        for version in (v for m in _children(folder) for v in _children(m)):
+            if version not in keep:
+                remove(version)
+                done.append(f"removed orphaned {version.relative_to(layout.root)}")
+        for empty in _children(folder):
+            if not any(empty.iterdir()):
+                empty.rmdir()
+    return done
+
+
+def _children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []

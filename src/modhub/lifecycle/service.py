@@ -1,0 +1,260 @@
+"""The lifecycle: bundles, installs into per-module environments, status changes in
+dependency order, upgrade with rollback, and removal, each as a recorded operation."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modhub.errors import Conflict, InvalidInput, ModhubError
+from modhub.lifecycle.bundle import (
+    extract_bundle,
+    hash_tree,
+    make_read_only,
+    remove_tree,
+    verify_tree,
+)
+from modhub.lifecycle.environment import PackageIndex, create_env, remove_env
+from modhub.lifecycle.layout import Layout
+from modhub.lifecycle.operations import Context, Handle, Operations
+from modhub.lifecycle.system import check_system
+from modhub.manifest import load_manifest, validate_manifest
+from modhub.registry import Registry, Status
+from modhub.registry import config as configs
+from modhub.registry.types import ModuleDetail, Plan
+from modhub.settings import Settings
+
+T = TypeVar("T")
+Outcome = tuple[bool, Any, str]  # (done, result, operation id)
+
+
+class Lifecycle:
+    """Does the work behind every status change, on files, environments and the registry."""
+
+    def __init__(self, registry: Registry, operations: Operations, settings: Settings) -> None:
+        self.registry = registry
+        self.operations = operations
+        self.settings = settings
+        self.layout = Layout(settings.data_dir)
+        self.index = PackageIndex(
+            index_url=settings.pip_index_url,
+            find_links=tuple(settings.pip_find_links),
+            offline=settings.pip_offline,
+        )
+
+    # -- bundles ---------------------------------------------------------------------------
+
+    def add_bundle(self, upload: Path, *, actor: str) -> ModuleDetail:
+        """Unpack a bundle safely, validate it with its files, store it read-only, register it."""
+        staging = self.layout.staging / uuid.uuid4().hex
+        try:
+            root = extract_bundle(upload, staging / "module")
+            data = load_manifest(root)
+            result = validate_manifest(data, folder=root)
+            if not result.valid:
+                raise InvalidInput(
+                    f"the bundle's manifest has {len(result.errors)} error(s)",
+                    errors=[{**e.public(), "path": "/manifest" + e.path} for e in result.errors],
+                )
+            name, version = data["name"], data["version"]
+            target = self.layout.code(name, version)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            files = hash_tree(root)
+            try:
+                os.rename(root, target)
+            except OSError:
+                raise Conflict(
+                    f"module '{name}' {version} is already registered", module=name, version=version
+                ) from None
+            try:
+                detail = self.registry.register(data, actor=actor, path=str(target), files=files)
+            except BaseException:
+                remove_tree(target)
+                raise
+            make_read_only(target)
+            return detail
+        finally:
+            remove_tree(staging)
+
+    def verify(self, name: str) -> list[dict[str, str]]:
+        """Return every file of the active version changed since it was installed."""
+        _, row = self.registry.version_info(name)
+        if row.path is None or row.files is None:
+            return []
+        return verify_tree(Path(row.path), row.files)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def set_status(
+        self, name: str, target: Status, *, actor: str, cascade: bool = False, dry_run: bool = False
+    ) -> Plan | Outcome:
+        """Enable or disable, installing REGISTERED modules that have code on the way."""
+        plan = self.registry.set_status(name, target, actor=actor, cascade=cascade, dry_run=True)
+        assert isinstance(plan, Plan)
+        if dry_run:
+            return plan
+        to_install = [s.module for s in plan.steps if s.from_ == Status.REGISTERED]
+
+        def work(ctx: Context) -> ModuleDetail:
+            for module in to_install:
+                self._install(ctx, module, actor)
+            with ctx.step("set-status"):
+                detail = self.registry.set_status(name, target, actor=actor, cascade=cascade)
+            assert isinstance(detail, ModuleDetail)
+            return detail
+
+        return self._run("enable" if target == Status.ENABLED else "disable", name, actor, work)
+
+    def _install(self, ctx: Context, name: str, actor: str) -> None:
+        manifest, row = self.registry.version_info(name)
+        if row.path is None:
+            return  # a bare manifest: nothing to install; the registry passes INSTALLING
+        self.registry.transition(name, Status.INSTALLING, actor=actor)
+        env = self.layout.env(name, row.version)
+        try:
+            with ctx.step("check-system"):
+                _require_system(manifest.dependencies.system)
+            with ctx.step("create-environment"):
+                create_env(
+                    env,
+                    manifest.dependencies.python,
+                    index=self.index,
+                    cache_dir=self.layout.uv_cache,
+                    log=ctx.log,
+                )
+            ctx.checkpoint("installed")
+        except BaseException as exc:
+            remove_env(env)
+            self.registry.transition(
+                name, Status.REGISTERED, actor=actor, error=f"install failed: {_message(exc)}"
+            )
+            raise
+        self.registry.transition(name, Status.DISABLED, actor=actor)
+
+    # -- upgrade and rollback --------------------------------------------------------------
+
+    def upgrade(self, name: str, version: str, *, actor: str, kind: str = "upgrade") -> Outcome:
+        """Install `version` beside the active one and switch to it; on failure keep the old."""
+        self.registry.check_upgrade(name, version)
+        start = Status(self.registry.get(name).status)
+        if start not in (Status.ENABLED, Status.DISABLED, Status.REGISTERED):
+            raise Conflict(f"module '{name}' is {start}; try again when it is done")
+
+        def work(ctx: Context) -> ModuleDetail:
+            moving = start != Status.REGISTERED
+            if moving:
+                self.registry.transition(name, Status.UPDATING, actor=actor)
+            manifest, row = self.registry.version_info(name, version)
+            env = self.layout.env(name, version)
+            built = False
+            try:
+                with ctx.step("check-system"):
+                    _require_system(manifest.dependencies.system)
+                with ctx.step("carry-config"):
+                    stored = self.registry.stored_config(name)
+                    config = configs.carry_over(manifest, stored, self.registry.box)
+                if row.path is not None and moving:
+                    with ctx.step("create-environment"):
+                        built = not env.exists()
+                        if built:
+                            create_env(
+                                env,
+                                manifest.dependencies.python,
+                                index=self.index,
+                                cache_dir=self.layout.uv_cache,
+                                log=ctx.log,
+                            )
+                ctx.checkpoint("before-switch")
+                with ctx.step("switch"):
+                    detail = self.registry.switch_version(
+                        name, version, actor=actor, status=start, config=config, kind=kind
+                    )
+            except BaseException as exc:
+                if built:
+                    remove_env(env)
+                if moving:
+                    self.registry.transition(
+                        name,
+                        start,
+                        actor=actor,
+                        error=f"{kind} to {version} failed: {_message(exc)}",
+                    )
+                else:
+                    self.registry.record_error(name, f"{kind} failed: {_message(exc)}")
+                raise
+            self._prune_envs(
+                name,
+                keep={
+                    detail.version,
+                    *([detail.previous_version] if detail.previous_version else []),
+                },
+            )
+            return detail
+
+        return self._run(kind, name, actor, work, version=version, fromStatus=str(start))
+
+    def rollback(self, name: str, *, actor: str) -> Outcome:
+        """Return to the version that was active before the last upgrade."""
+        previous = self.registry.previous_version(name)
+        if previous is None:
+            raise Conflict(f"module '{name}' has no previous version to roll back to")
+        return self.upgrade(name, previous, actor=actor, kind="rollback")
+
+    # -- removal ---------------------------------------------------------------------------
+
+    def remove(self, name: str, *, actor: str, dry_run: bool = False) -> Plan | Outcome:
+        """Disable, then delete a module's rows, config, files and environments."""
+        plan = self.registry.delete(name, actor=actor, dry_run=True)
+        if dry_run:
+            assert plan is not None
+            return plan
+
+        def work(ctx: Context) -> None:
+            if self.registry.get(name).status == Status.ENABLED:
+                with ctx.step("disable"):
+                    self.registry.set_status(name, Status.DISABLED, actor=actor)
+            if self.registry.get(name).status != Status.REMOVING:
+                self.registry.transition(name, Status.REMOVING, actor=actor)
+            ctx.checkpoint("removing")
+            with ctx.step("delete-records"):
+                self.registry.delete(name, actor=actor)
+            with ctx.step("delete-files"):
+                self.delete_files(name)
+
+        return self._run("remove", name, actor, work)
+
+    def delete_files(self, name: str) -> None:
+        """Delete every code folder and environment of a module."""
+        remove_tree(self.layout.modules / name)
+        remove_tree(self.layout.envs / name)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _prune_envs(self, name: str, keep: set[str]) -> None:
+        folder = self.layout.envs / name
+        for env in folder.iterdir() if folder.is_dir() else []:
+            if env.name not in keep:
+                remove_env(env)
+
+    def _run(
+        self, kind: str, name: str, actor: str, work: Callable[[Context], T], **detail: Any
+    ) -> Outcome:
+        handle: Handle[T] = self.operations.start(kind, name, actor, work, **detail)
+        done, result = handle.result(self.settings.operation_wait_seconds)
+        return done, result, handle.id
+
+
+def _require_system(requirements: dict[str, str]) -> None:
+    problems = check_system(requirements)
+    if problems:
+        raise Conflict(
+            "system requirements not met: " + "; ".join(p["message"] for p in problems),
+            errors=[{k: p[k] for k in ("path", "code", "message")} for p in problems],
+        )
+
+
+def _message(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, ModhubError) else str(exc) or type(exc).__name__
