@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/modhub serve
+	$(BIN)/modhub serve --examples examples/modules
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -13,6 +13,7 @@ from modhub.cli.app import app, err, out
 from modhub.db import Database
 from modhub.db.migrate import upgrade
 from modhub.errors import ModhubError
+from modhub.registry import Status
 from modhub.services import Services
 from modhub.settings import Settings
 
@@ -56,6 +57,10 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default 4000]")] = None,
     data_dir: DataDir = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option(help="On first start, install every module folder in this directory"),
+    ] = None,
 ) -> None:
     """Serve the API (and, on first start, create the admin account)."""
     import uvicorn
@@ -68,17 +73,23 @@ def serve(
     except ModhubError as exc:
         err.print(f"[red]error:[/] {exc.detail}")
         raise typer.Exit(2) from None
+    first_start = not _has_users(services)
     generated = services.auth.ensure_admin(settings.admin_password)
-    if generated:
+    if first_start and (generated or settings.admin_password):
+        if generated:
+            out.print(
+                f"Created user [bold]admin[/] with password [bold]{generated}[/] "
+                "(shown once; change it or set MODHUB_ADMIN_PASSWORD before first start)."
+            )
+        else:
+            out.print("Created user [bold]admin[/] with the password in MODHUB_ADMIN_PASSWORD.")
         out.print(
-            f"Created user [bold]admin[/] with password [bold]{generated}[/] "
-            "(shown once; change it or set MODHUB_ADMIN_PASSWORD before first start)."
+            f"Log in: curl -X POST http://{settings.host}:{settings.port}/api/v1/auth/login "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"username":"admin","password":"..."}\''
         )
-        out.print(
-            f"Log in: curl -X POST http://{settings.host}:{settings.port}/api/v1/auth/"
-            'login -H \'Content-Type: application/json\' -d \'{"username":"admin",'
-            '"password":"..."}\''
-        )
+    if examples is not None and services.registry.list_modules(limit=1).total == 0:
+        install_examples(services, examples)
     out.print(
         f"modhub serving on http://{settings.host}:{settings.port} "
         f"(data in {settings.data_dir}, database {services.db.dialect})"
@@ -90,6 +101,27 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+def install_examples(services: Services, folder: Path) -> None:
+    """Install every module folder under `folder`; enable those that need no config."""
+    names = []
+    for module in sorted(p for p in folder.iterdir() if (p / "module.json").is_file()):
+        try:
+            names.append(services.lifecycle.add_bundle(module, actor="system").name)
+        except ModhubError as exc:
+            err.print(f"[yellow]example {module.name} not installed:[/] {exc.detail}")
+    for name in names:
+        for status in (Status.ENABLED, Status.DISABLED):
+            try:
+                services.lifecycle.set_status(name, status, actor="system", cascade=True)
+            except ModhubError as exc:
+                reason = exc.detail
+                continue
+            out.print(f"example {name}: {status}")
+            break
+        else:
+            out.print(f"example {name}: registered ({reason})")
 
 
 @db_app.command("upgrade")
@@ -183,6 +215,15 @@ def roles_revoke(role: str, permission: str, data_dir: DataDir = None) -> None:
     finally:
         services.close()
     out.print(f"revoked {permission} from {role}")
+
+
+def _has_users(services: Services) -> bool:
+    from sqlalchemy import select
+
+    from modhub.db.models import User
+
+    with services.db.read() as session:
+        return session.scalars(select(User.id).limit(1)).first() is not None
 
 
 def _fail(exc: ModhubError) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import httpx
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from modhub.cli.app import app, err, out
+from modhub.lifecycle.bundle import pack_folder
 from modhub.manifest import ManifestFileError, load_manifest
 
 module_app = typer.Typer(help="Modules on a running server (--url, --token).", no_args_is_help=True)
@@ -60,22 +65,96 @@ def call(method: str, url: str, token: str | None, path: str, **kwargs: Any) -> 
 
 
 @module_app.command("install")
-def install(path: Path, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """Register a module from its module.json (bundles with code: see the README)."""
-    if path.is_dir() or path.suffix in (".zip", ".gz", ".tgz"):
-        err.print(
-            "[red]error:[/] uploading a module bundle (a folder or an archive with code) "
-            "is not built yet; register its manifest with "
-            f"`modhub module install {path / 'module.json' if path.is_dir() else 'module.json'}`"
-        )
-        raise typer.Exit(2)
-    try:
-        manifest = load_manifest(path)
-    except ManifestFileError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    module = call("POST", url, token, "/modules", json={"manifest": manifest})
-    out.print(f"registered {module['name']} {module['version']} ({module['status']})")
+def install(
+    path: Annotated[Path, typer.Argument(help="A module folder, .zip, .tar.gz, or module.json")],
+    enable_after: Annotated[
+        bool, typer.Option("--enable", help="Enable it when installed")
+    ] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Upload a module (a folder is packed first), register it, and install it."""
+    if path.is_file() and path.suffix == ".json":
+        try:
+            manifest = load_manifest(path)
+        except ManifestFileError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        module = call("POST", url, token, "/modules", json={"manifest": manifest})
+    else:
+        module = _upload(path, url, token)
+    name = module["name"]
+    out.print(f"registered {name} {module['version']}")
+    target = "ENABLED" if enable_after else "DISABLED"
+    result = call("PUT", url, token, f"/modules/{name}/status", json={"status": target})
+    result = wait_for(result, url, token)
+    out.print(f"{name} {result['version']} is {result['status']}")
+
+
+def _upload(path: Path, url: str, token: str | None) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_dir():
+            bundle = pack_folder(path, Path(tmp) / f"{path.name}.tar.gz")
+        elif path.is_file() and path.name.endswith((".zip", ".tar.gz", ".tgz")):
+            bundle = path
+        else:
+            err.print(f"[red]error:[/] {path} is not a module folder, .zip, .tar.gz or module.json")
+            raise typer.Exit(2)
+        size = bundle.stat().st_size
+        with Progress(
+            TextColumn("uploading {task.description}"), BarColumn(), DownloadColumn(), console=err
+        ) as progress:
+            task = progress.add_task(bundle.name, total=size)
+            with bundle.open("rb") as raw:
+                reader = _Counting(raw, lambda n: progress.advance(task, n))
+                return call(
+                    "POST",
+                    url,
+                    token,
+                    "/modules/bundles",
+                    files={"file": (bundle.name, reader, "application/octet-stream")},
+                )
+
+
+class _Counting:
+    """A file wrapper that reports how much has been read (for the upload bar)."""
+
+    def __init__(self, raw: BinaryIO, seen: Callable[[int], None]) -> None:
+        self.raw = raw
+        self.seen = seen
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(size)
+        self.seen(len(chunk))
+        return chunk
+
+
+def is_operation(result: Any) -> bool:
+    """Return whether an API answer is a running operation (a 202)."""
+    return isinstance(result, dict) and "steps" in result and "kind" in result
+
+
+def follow(result: dict[str, Any], url: str, token: str | None) -> dict[str, Any]:
+    """Poll an operation until it ends, printing its steps; exit 1 when it failed."""
+    op_id, shown = result["id"], 0
+    with err.status(f"{result['kind']} {result['module']}…"):
+        while result["status"] == "running":
+            time.sleep(0.5)
+            result = call("GET", url, token, f"/operations/{op_id}")
+            for step in result["steps"][shown:]:
+                err.print(f"  step {step['name']}")
+            shown = len(result["steps"])
+    if result["status"] != "succeeded":
+        err.print(f"[red]error:[/] {result['kind']} failed: {result['error']}")
+        raise typer.Exit(1)
+    return result
+
+
+def wait_for(result: Any, url: str, token: str | None) -> Any:
+    """Return the module an answer is about, following a 202 operation to its end."""
+    if not is_operation(result):
+        return result
+    return call("GET", url, token, f"/modules/{follow(result, url, token)['module']}")
 
 
 @module_app.command("list")
@@ -118,6 +197,7 @@ def _set_status(
         if not result["steps"]:
             out.print("nothing to change")
     else:
+        result = wait_for(result, url, token)
         out.print(f"{result['name']} is {result['status']}")
 
 
@@ -153,7 +233,12 @@ def disable(
 def remove(name: str, dry_run: DryRun = False, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Remove a module and all its versions."""
     result = call("DELETE", url, token, f"/modules/{name}", params={"dryRun": str(dry_run).lower()})
-    out.print(f"would remove {name}" if result else f"removed {name}")
+    if dry_run:
+        out.print(f"would remove {name}")
+        return
+    if is_operation(result):
+        follow(result, url, token)
+    out.print(f"removed {name}")
 
 
 @config_app.command("set")
@@ -177,3 +262,29 @@ def config_set(
             config[key] = raw
     result = call("PUT", url, token, f"/modules/{name}/config", json={"config": config})
     typer.echo(json.dumps(result["config"], indent=2))
+
+
+@module_app.command("upgrade")
+def upgrade(name: str, version: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Switch a module to another registered version (the old one stays on failure)."""
+    result = call("POST", url, token, f"/modules/{name}/upgrade", json={"version": version})
+    result = wait_for(result, url, token)
+    out.print(f"{name} is at {result['version']} ({result['status']})")
+
+
+@module_app.command("rollback")
+def rollback(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Return a module to the version it had before its last upgrade."""
+    result = wait_for(call("POST", url, token, f"/modules/{name}/rollback"), url, token)
+    out.print(f"{name} is back at {result['version']} ({result['status']})")
+
+
+@module_app.command("verify")
+def verify(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Report every file of a module changed since it was installed (exit 1 if any)."""
+    result = call("GET", url, token, f"/modules/{name}/verify")
+    for change in result["changes"]:
+        out.print(f"{change['change']:9} {change['path']}")
+    if not result["intact"]:
+        raise typer.Exit(1)
+    out.print(f"{name}: every file is as installed")

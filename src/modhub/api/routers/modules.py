@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import Field
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, Field
 
 from modhub.api.deps import ServicesDep, require
+from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
 from modhub.manifest import validate_manifest
@@ -20,10 +23,43 @@ Writer = Annotated[Principal, Depends(require(Permission.MODULES_WRITE))]
 Admin = Annotated[Principal, Depends(require(Permission.MODULES_ADMIN))]
 Cascade = Annotated[bool, Query(description="Also change dependencies or dependents")]
 DryRun = Annotated[bool, Query(alias="dryRun", description="Answer with the plan only")]
+MAX_OFFSET = 2**31 - 1
+MAX_DEPTH = 64
+
+
+def _storable(value: Any, where: str = "/", depth: int = 0) -> None:
+    """Refuse what could be stored but never served again (NaN, lone surrogates, deep
+    nesting) or not stored at all (NUL characters on PostgreSQL)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value} is not a JSON number")
+    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, dict) else []
+    for text in texts:
+        if "\x00" in text:
+            raise ValueError(f"{where}: text must not contain NUL characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: text must be valid Unicode (no lone surrogates)") from None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(item, f"{where.rstrip('/')}/{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{where.rstrip('/')}/{index}", depth + 1)
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    _storable(value)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 
 
 class ManifestBody(Shape):
-    manifest: dict[str, Any] = Field(description="The module.json document")
+    manifest: JsonObject = Field(description="The module.json document")
 
 
 class StatusBody(Shape):
@@ -31,7 +67,7 @@ class StatusBody(Shape):
 
 
 class ConfigBody(Shape):
-    config: dict[str, Any]
+    config: JsonObject
 
 
 class ValidationIssue(Shape):
@@ -53,7 +89,7 @@ def list_modules(
     status: Status | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModulePage:
     """List modules, filtered by status and a search text, a page at a time."""
     return svc.registry.list_modules(status=status, q=q, limit=limit, offset=offset)
@@ -77,7 +113,7 @@ def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleDetail:
     return svc.registry.get(name)
 
 
-@router.put("/{name}/status", responses=responses(401, 403, 404, 409, 422))
+@router.put("/{name}/status", responses={202: ACCEPTED, **responses(401, 403, 404, 409, 422)})
 def set_status(
     name: str,
     body: StatusBody,
@@ -86,10 +122,17 @@ def set_status(
     cascade: Cascade = False,
     dry_run: DryRun = False,
 ) -> ModuleDetail | Plan:
-    """Enable or disable a module (a REGISTERED module is installed on the way)."""
-    return svc.registry.set_status(
+    """Enable or disable a module (a REGISTERED module is installed on the way).
+
+    Answers 202 with the operation when the work takes longer than the wait setting.
+    """
+    result = svc.lifecycle.set_status(
         name, Status(body.status), actor=principal.username, cascade=cascade, dry_run=dry_run
     )
+    if isinstance(result, Plan):
+        return result
+    answer: ModuleDetail = outcome(svc, result)
+    return answer
 
 
 @router.put("/{name}/config", responses=responses(401, 403, 404, 422))
@@ -109,9 +152,15 @@ def set_config(name: str, body: ConfigBody, svc: ServicesDep, principal: Writer)
 )
 def delete_module(
     name: str, svc: ServicesDep, principal: Admin, dry_run: DryRun = False
-) -> Response | Plan:
-    """Remove a module and all its versions; refused while others depend on it."""
-    plan = svc.registry.delete(name, actor=principal.username, dry_run=dry_run)
-    if plan is not None:
-        return plan
-    return Response(status_code=204)
+) -> Response:
+    """Remove a module: disable it, then delete its rows, config, files and environments.
+
+    Refused while other modules depend on it; 202 with the operation when it takes long.
+    """
+    result = svc.lifecycle.remove(name, actor=principal.username, dry_run=dry_run)
+    if isinstance(result, Plan):
+        # The route's status is 204 (no body): a returned model would be sent as an
+        # empty 204, so the plan is answered as an explicit 200.
+        return JSONResponse(result.model_dump(mode="json"))
+    answer = outcome(svc, result)
+    return answer if isinstance(answer, Response) else Response(status_code=204)
