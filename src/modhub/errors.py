@@ -100,3 +100,33 @@ class ConfigurationError(ModhubError):
     """modhub's own settings are wrong; raised at start-up, never per request."""
 
     kind = "configuration"
+
+
+class HandlerMissing(ModhubError):
+    """A route's handler cannot run: no code, a TypeScript file, or no such function."""
+
+    status, title, kind = 501, "Not implemented", "handler-missing"
+
+
+class HandlerFailed(ModhubError):
+    """A module handler raised; the caller sees only the request id."""
+
+    status, title, kind = 500, "Handler error", "handler-error"
+
+
+class WorkerUnavailable(ModhubError):
+    """The module's worker is down (crashed, restarting with backoff, or overloaded)."""
+
+    status, title, kind = 503, "Module unavailable", "module-unavailable"
+
+
+class HandlerTimeout(ModhubError):
+    """The handler did not answer within the module's timeout."""
+
+    status, title, kind = 504, "Handler timeout", "handler-timeout"
+
+
+class BadWorkerResponse(ModhubError):
+    """The worker answered something the platform refuses (too large, malformed)."""
+
+    status, title, kind = 502, "Bad module response", "bad-module-response"

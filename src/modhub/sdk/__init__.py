@@ -1,0 +1,24 @@
+"""The handler contract: what a module's Python code receives and returns.
+
+This package uses only the standard library: it runs inside module workers, in each
+module's own environment, where the platform's dependencies are not installed.
+
+A route handler is `def handler(request: Request) -> Response | Any` (or `async def`);
+a job handler is `def handler(context: JobContext) -> Any`. A plain return value becomes
+a JSON response with status 200; `bytes` become `application/octet-stream`.
+"""
+
+from modhub.sdk.loading import HandlerNotFound, call_handler, load_handler, run_job, to_response
+from modhub.sdk.types import JobContext, Request, Response, User
+
+__all__ = [
+    "HandlerNotFound",
+    "JobContext",
+    "Request",
+    "Response",
+    "User",
+    "call_handler",
+    "load_handler",
+    "run_job",
+    "to_response",
+]

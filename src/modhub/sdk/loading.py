@@ -1,0 +1,91 @@
+"""Load a handler from a module folder and call it the way the platform does.
+
+`call_handler` is the test helper for module authors: it runs a handler locally, in the
+current process, with the same loading rules and return-value handling as a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from modhub.sdk.types import JobContext, Request, Response
+
+DEFAULT_FUNCTION = "handler"
+
+
+class HandlerNotFound(Exception):
+    """The handler file or function does not exist."""
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split `handlers/x.py:function` into file and function (default `handler`)."""
+    file, sep, function = ref.rpartition(":")
+    if sep and function.isidentifier():
+        return file, function
+    return ref, DEFAULT_FUNCTION
+
+
+def load_handler(
+    module_dir: Path, ref: str, cache: dict[str, ModuleType] | None = None
+) -> Callable[..., Any]:
+    """Import the handler's file from `module_dir` and return its function."""
+    file, function = split_ref(ref)
+    root = module_dir.resolve()
+    path = (root / file).resolve()
+    if not path.is_relative_to(root) or not path.is_file() or path.suffix != ".py":
+        raise HandlerNotFound(f"handler file '{file}' does not exist in the module")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    dotted = ".".join(path.relative_to(root).with_suffix("").parts)
+    module = (cache or {}).get(dotted) or sys.modules.get(dotted)
+    if module is None or getattr(module, "__file__", None) != str(path):
+        spec = importlib.util.spec_from_file_location(dotted, path)
+        if spec is None or spec.loader is None:
+            raise HandlerNotFound(f"cannot import '{file}'")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[dotted] = module
+        spec.loader.exec_module(module)
+        if cache is not None:
+            cache[dotted] = module
+    target = getattr(module, function, None)
+    if not callable(target):
+        raise HandlerNotFound(f"'{file}' has no function '{function}'")
+    return target  # type: ignore[no-any-return]
+
+
+def to_response(value: Any) -> Response:
+    """Turn what a handler returned into a Response."""
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return Response(body=bytes(value))
+    return Response(json=value)
+
+
+def invoke(function: Callable[..., Any], argument: Any) -> Any:
+    """Call a sync or async handler and return its result."""
+    result = function(argument)
+    if inspect.isawaitable(result):
+        return asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def call_handler(module_dir: str | Path, ref: str, request: Request) -> Response:
+    """Run a route handler locally as the platform would, and return its Response."""
+    return to_response(invoke(load_handler(Path(module_dir), ref), request))
+
+
+def run_job(module_dir: str | Path, ref: str, context: JobContext) -> Any:
+    """Run a job handler locally as the platform would, and return its result."""
+    return invoke(load_handler(Path(module_dir), ref), context)
