@@ -1,0 +1,165 @@
+"""How a module worker is started: the command, its environment, and its isolation.
+
+Where bubblewrap (`bwrap`) is installed, a worker gets its own mount, PID, IPC and
+network namespaces: it sees the system read-only, its own code and environment
+read-only, a private /tmp, and nothing of the data dir. Without bwrap the floor is
+resource limits and a scrubbed environment. Either way the worker sets its rlimits
+itself before it loads module code (no `preexec_fn` in the threaded server) and, when
+modhub runs as root under bwrap, drops to a user id of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import modhub
+from modhub.sandbox import worker as worker_module
+
+WORKER_SCRIPT = "modhub_worker.py"
+SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+FIRST_MODULE_UID = 200_000
+
+
+@dataclass(frozen=True)
+class ModuleRuntime:
+    """Everything needed to start one module version's worker."""
+
+    name: str
+    version: str
+    code: Path
+    env: Path
+    memory_mb: int = 256
+    timeout_ms: int = 30_000
+    max_concurrency: int = 8
+    network: bool = False
+
+    @property
+    def key(self) -> str:
+        """Return the worker's identity: one worker per module version."""
+        return f"{self.name}@{self.version}"
+
+
+def isolation() -> str:
+    """Return which isolation workers get here: `bubblewrap` or `rlimits`."""
+    return "bubblewrap" if bwrap_path() else "rlimits"
+
+
+def bwrap_path() -> str | None:
+    """Return the bwrap binary if it is installed and usable."""
+    if os.environ.get("MODHUB_SANDBOX") == "rlimits":
+        return None
+    return shutil.which("bwrap")
+
+
+def module_uid(name: str) -> int:
+    """Return a stable user id for a module (its own, so modules cannot touch each other)."""
+    return FIRST_MODULE_UID + zlib.crc32(name.encode()) % 100_000
+
+
+def prepare_runtime(folder: Path) -> Path:
+    """Write the worker script and the SDK into `folder` (read-only for workers)."""
+    package = Path(modhub.__file__).resolve().parent
+    target = folder / "modhub"
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "sdk").mkdir(parents=True)
+    (target / "__init__.py").write_text(f'__version__ = "{modhub.__version__}"\n')
+    for source in (package / "sdk").glob("*.py"):
+        shutil.copy2(source, target / "sdk" / source.name)
+    shutil.copy2(Path(worker_module.__file__), folder / WORKER_SCRIPT)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+def command(
+    runtime: ModuleRuntime, runtime_dir: Path, tmp_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Return the argv and environment that start a worker for `runtime`."""
+    python = runtime.env / "bin" / "python"
+    bwrap = bwrap_path()
+    uid = module_uid(runtime.name) if bwrap and os.getuid() == 0 else 0
+    worker = [
+        str(python),
+        "-I",
+        str(runtime_dir / WORKER_SCRIPT),
+        "--module-dir",
+        str(runtime.code),
+        "--memory-mb",
+        str(runtime.memory_mb),
+        "--concurrency",
+        str(runtime.max_concurrency),
+        "--uid",
+        str(uid),
+    ]
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+    env.update(
+        {
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "MALLOC_ARENA_MAX": "2",
+        }
+    )
+    if not bwrap:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        env.update({"HOME": str(tmp_dir), "TMPDIR": str(tmp_dir)})
+        return worker, env
+    # No user namespace: the worker must stay real root until it drops to its own uid,
+    # so that RLIMIT_NPROC counts only that module's processes.
+    argv = [
+        bwrap,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]
+    if not runtime.network:
+        argv.append("--unshare-net")
+    argv += [
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / link
+        if target.is_symlink():
+            argv += ["--symlink", os.readlink(target), str(target)]
+        elif target.is_dir():
+            argv += ["--ro-bind", str(target), str(target)]
+    binds = [*_interpreter_roots(), runtime.env, runtime.code, runtime_dir]
+    made: set[Path] = set()
+    for path in binds:
+        # bwrap makes missing parents 0700, which the module's uid could not cross.
+        for parent in reversed(path.parents[:-1]):
+            if parent not in made and not any(parent.is_relative_to(p) for p in ("/usr", "/etc")):
+                argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += ["--chdir", str(runtime.code), "--clearenv"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--", *worker], env
+
+
+def _interpreter_roots() -> list[Path]:
+    """Return the folders the environments' base interpreter lives in (outside /usr)."""
+    roots = {Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent}
+    return sorted(r for r in roots if not r.is_relative_to("/usr"))

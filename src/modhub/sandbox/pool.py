@@ -1,0 +1,343 @@
+"""The worker pool: one process per module version, started on demand, stopped when idle.
+
+A worker that crashes, answers garbage or hangs past its timeout is killed; its module's
+requests answer 503 while it restarts with exponential backoff, and no other module
+notices. A bound on live workers lets many enabled modules share one machine: when it
+is reached, the least recently used idle worker is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modhub.errors import (
+    BadWorkerResponse,
+    HandlerFailed,
+    HandlerMissing,
+    HandlerTimeout,
+    WorkerUnavailable,
+)
+from modhub.sandbox.launch import ModuleRuntime, command, prepare_runtime
+from modhub.sandbox.worker import HEADER
+
+log = logging.getLogger("modhub.sandbox")
+LOG_LINES = 200
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Bounds on the pool as a whole."""
+
+    max_workers: int = 64
+    idle_seconds: float = 300.0
+    max_response_bytes: int = 16 * 1024 * 1024
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass
+class Worker:
+    """One running worker process and its in-flight requests."""
+
+    runtime: ModuleRuntime
+    process: asyncio.subprocess.Process
+    slots: asyncio.Semaphore
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    last_used: float = field(default_factory=time.monotonic)
+    retiring: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        """Return whether a request is in flight."""
+        return bool(self.pending)
+
+
+@dataclass
+class Health:
+    """Crash history of one module version, for backoff."""
+
+    failures: int = 0
+    down_until: float = 0.0
+    last_error: str = ""
+
+
+class WorkerPool:
+    """Starts, calls, restarts and stops module workers."""
+
+    def __init__(self, root: Path, limits: PoolLimits | None = None) -> None:
+        self.limits = limits or PoolLimits()
+        self.root = root
+        self.runtime_dir = prepare_runtime(root / "runtime")
+        self.workers: dict[str, Worker] = {}
+        self.health: dict[str, Health] = collections.defaultdict(Health)
+        self.logs: dict[str, collections.deque[str]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=LOG_LINES)
+        )
+        self._next_id = 0
+        self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- calling ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        runtime: ModuleRuntime,
+        kind: str,
+        handler: str,
+        payload: dict[str, Any],
+        config: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Run a handler in the module's worker and return its answer."""
+        worker = await self._worker(runtime)
+        async with worker.slots:
+            self._next_id += 1
+            request_id = self._next_id
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            worker.pending[request_id] = future
+            worker.last_used = time.monotonic()
+            try:
+                self._send(
+                    worker,
+                    {
+                        "id": request_id,
+                        "kind": kind,
+                        "handler": handler,
+                        "payload": payload,
+                        "config": config,
+                    },
+                )
+                answer = await asyncio.wait_for(future, runtime.timeout_ms / 1000)
+            except TimeoutError:
+                await self._fail(
+                    worker,
+                    f"handler {handler} did not answer in "
+                    f"{runtime.timeout_ms} ms; worker restarted",
+                )
+                raise HandlerTimeout(
+                    f"module '{runtime.name}' did not answer in {runtime.timeout_ms} ms",
+                    module=runtime.name,
+                ) from None
+            finally:
+                worker.pending.pop(request_id, None)
+                worker.last_used = time.monotonic()
+        return _decode(runtime, handler, answer)
+
+    def _send(self, worker: Worker, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        stdin = worker.process.stdin
+        if stdin is None or stdin.is_closing():
+            raise WorkerUnavailable(f"module '{worker.runtime.name}' worker is not running")
+        stdin.write(HEADER.pack(len(data)) + data)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def _worker(self, runtime: ModuleRuntime) -> Worker:
+        worker = self.workers.get(runtime.key)
+        if worker is not None and worker.process.returncode is None and not worker.retiring:
+            return worker
+        async with self._starting[runtime.key]:
+            worker = self.workers.get(runtime.key)
+            if worker is not None and worker.process.returncode is None and not worker.retiring:
+                return worker
+            health = self.health[runtime.key]
+            wait = health.down_until - time.monotonic()
+            if wait > 0:
+                raise WorkerUnavailable(
+                    f"module '{runtime.name}' is restarting after a failure ({health.last_error});"
+                    f" retry in {wait:.1f} s",
+                    module=runtime.name,
+                    retryAfter=round(wait, 1),
+                )
+            await self._make_room()
+            return await self._start(runtime)
+
+    async def _start(self, runtime: ModuleRuntime) -> Worker:
+        argv, env = command(runtime, self.runtime_dir, self.root / "tmp" / runtime.name)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=str(runtime.code),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=self.limits.max_response_bytes + HEADER.size,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._record_failure(runtime, f"cannot start worker: {exc}")
+            raise WorkerUnavailable(f"module '{runtime.name}' worker cannot start: {exc}") from None
+        worker = Worker(runtime, process, asyncio.Semaphore(runtime.max_concurrency))
+        worker.tasks = [
+            asyncio.create_task(self._read_answers(worker)),
+            asyncio.create_task(self._read_log(worker)),
+        ]
+        self.workers[runtime.key] = worker
+        log.info("started worker %s (pid %s)", runtime.key, process.pid)
+        self._ensure_reaper()
+        return worker
+
+    async def _read_answers(self, worker: Worker) -> None:
+        stdout = worker.process.stdout
+        assert stdout is not None
+        reason = "the worker exited"
+        try:
+            while True:
+                header = await stdout.readexactly(HEADER.size)
+                (size,) = HEADER.unpack(header)
+                if size > self.limits.max_response_bytes:
+                    limit = self.limits.max_response_bytes
+                    reason = f"the worker sent {size} bytes, over the {limit} limit"
+                    break
+                message = json.loads(await stdout.readexactly(size))
+                future = worker.pending.get(message.get("id"))
+                if future is not None and not future.done():
+                    future.set_result(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except (ValueError, json.JSONDecodeError):
+            reason = "the worker sent a malformed answer"
+        await self._fail(worker, reason)
+
+    async def _read_log(self, worker: Worker) -> None:
+        stderr = worker.process.stderr
+        assert stderr is not None
+        lines = self.logs[worker.runtime.name]
+        with contextlib.suppress(ValueError, ConnectionError):
+            async for raw in stderr:
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                log.info("[%s] %s", worker.runtime.key, line)
+
+    async def _fail(self, worker: Worker, reason: str) -> None:
+        """Kill a worker that misbehaved, fail its requests, and back off its restarts."""
+        if self.workers.get(worker.runtime.key) is worker:
+            del self.workers[worker.runtime.key]
+        crashed = worker.process.returncode not in (None, 0) or not worker.retiring
+        await _kill(worker)
+        code = worker.process.returncode
+        if crashed and not worker.retiring:
+            detail = f"{reason} (exit code {code})" if code not in (None, 0) else reason
+            self._record_failure(worker.runtime, detail)
+            self.logs[worker.runtime.name].append(f"modhub: worker stopped: {detail}")
+        for future in worker.pending.values():
+            if not future.done():
+                future.set_exception(
+                    WorkerUnavailable(
+                        f"module '{worker.runtime.name}' worker stopped: {reason}",
+                        module=worker.runtime.name,
+                    )
+                )
+
+    def _record_failure(self, runtime: ModuleRuntime, reason: str) -> None:
+        health = self.health[runtime.key]
+        health.failures += 1
+        health.last_error = reason
+        delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (health.failures - 1))
+        health.down_until = time.monotonic() + delay
+        log.warning("worker %s failed (%s); restart allowed in %.1f s", runtime.key, reason, delay)
+
+    async def _make_room(self) -> None:
+        while len(self.workers) >= self.limits.max_workers:
+            idle = [w for w in self.workers.values() if not w.busy]
+            if not idle:
+                raise WorkerUnavailable("every worker slot is busy; try again shortly")
+            await self.stop_worker(min(idle, key=lambda w: w.last_used))
+
+    # -- stopping --------------------------------------------------------------------------
+
+    async def stop_worker(self, worker: Worker) -> None:
+        """Stop one worker after its in-flight requests finish."""
+        worker.retiring = True
+        if self.workers.get(worker.runtime.key) is worker:
+            del self.workers[worker.runtime.key]
+        while worker.pending:
+            await asyncio.sleep(0.01)
+        await _kill(worker)
+
+    async def stop_module(self, name: str, keep_version: str | None = None) -> None:
+        """Stop a module's workers (all, or all but `keep_version`), letting requests finish."""
+        for worker in [w for w in self.workers.values() if w.runtime.name == name]:
+            if worker.runtime.version != keep_version:
+                await self.stop_worker(worker)
+
+    async def reap_idle(self) -> None:
+        """Stop workers idle for longer than the idle limit."""
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if not worker.busy and now - worker.last_used > self.limits.idle_seconds:
+                await self.stop_worker(worker)
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while self.workers:
+            await asyncio.sleep(min(5.0, self.limits.idle_seconds))
+            await self.reap_idle()
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for worker in list(self.workers.values()):
+            worker.retiring = True
+            await _kill(worker)
+        self.workers.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Return live workers and crash counts (for `modhub doctor` and tests)."""
+        return {
+            "workers": {k: w.process.pid for k, w in self.workers.items()},
+            "failures": {k: h.failures for k, h in self.health.items() if h.failures},
+        }
+
+
+async def _kill(worker: Worker) -> None:
+    process = worker.process
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            import os
+            import signal
+
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    for task in worker.tasks:
+        if task is not asyncio.current_task():
+            task.cancel()
+
+
+def _decode(runtime: ModuleRuntime, handler: str, answer: dict[str, Any]) -> dict[str, Any]:
+    if not answer.get("ok"):
+        if answer.get("error") == "not_found":
+            raise HandlerMissing(
+                f"handler '{handler}' of module '{runtime.name}': {answer.get('message')}",
+                handler=handler,
+            )
+        raise HandlerFailed(
+            f"module '{runtime.name}' failed to handle the request", module=runtime.name
+        )
+    if "result" in answer:
+        return {"result": answer["result"]}
+    try:
+        return {
+            "status": int(answer["status"]),
+            "headers": dict(answer.get("headers") or {}),
+            "body": base64.b64decode(answer.get("body") or ""),
+            "contentType": str(answer.get("contentType") or "application/json"),
+        }
+    except (KeyError, TypeError, ValueError):
+        raise BadWorkerResponse(f"module '{runtime.name}' sent a malformed response") from None

@@ -1,0 +1,206 @@
+"""The module worker: runs one module's handlers in its own process.
+
+This file is copied into the runtime folder and started with the module environment's
+python (`python -I modhub_worker.py ...`). It uses only the standard library and
+`modhub.sdk` (copied beside it). Before it imports any module code it sets its resource
+limits and, when started as root, drops to the module's own user id.
+
+Wire format, both directions: a 4-byte big-endian length, then a JSON object.
+Requests:  {"id", "kind": "route"|"job"|"ping", "handler", "payload", "config"}
+Responses: {"id", "ok": true, "status", "headers", "body" (base64), "contentType"}
+           {"id", "ok": true, "result"}                       (jobs)
+           {"id", "ok": false, "error": "not_found"|"exception", "message"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import logging
+import os
+import struct
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct(">I")
+
+
+def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
+    """Write one length-prefixed JSON frame."""
+    data = json.dumps(message, separators=(",", ":"), default=str).encode()
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+    """Read one frame; None at end of stream."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    message: dict[str, Any] = json.loads(data)
+    return message
+
+
+def set_limits(memory_mb: int, cpu_seconds: int, nofile: int, nproc: int) -> None:
+    """Apply the module's resource limits to this process and its children."""
+    import resource
+
+    memory = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def drop_privileges(uid: int) -> None:
+    """Become the module's own user (only possible, and only done, when started as root)."""
+    if os.getuid() != 0 or uid <= 0:
+        return
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+class Worker:
+    """Reads requests, runs handlers (sync in threads, async on a loop), writes answers."""
+
+    def __init__(self, module_dir: Path, out: BinaryIO, concurrency: int) -> None:
+        from modhub.sdk import loading
+
+        self.loading = loading
+        self.module_dir = module_dir
+        self.out = out
+        self.lock = threading.Lock()
+        self.cache: dict[str, Any] = {}
+        self.threads = ThreadPoolExecutor(max_workers=concurrency)
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.log = logging.getLogger("module")
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """Run one request and write its answer."""
+        try:
+            answer = self._run(message)
+        except self.loading.HandlerNotFound as exc:
+            answer = {"ok": False, "error": "not_found", "message": str(exc)}
+        except BaseException as exc:
+            self.log.error(
+                "handler %s failed:\n%s",
+                message.get("handler"),
+                "".join(traceback.format_exception(exc)),
+            )
+            answer = {"ok": False, "error": "exception", "message": type(exc).__name__}
+        answer["id"] = message["id"]
+        with self.lock:
+            write_frame(self.out, answer)
+
+    def _run(self, message: dict[str, Any]) -> dict[str, Any]:
+        from modhub.sdk import JobContext, Request, User
+
+        kind = message["kind"]
+        if kind == "ping":
+            return {"ok": True, "result": "pong"}
+        function = self.loading.load_handler(self.module_dir, message["handler"], self.cache)
+        payload, config = message["payload"], message.get("config") or {}
+        if kind == "job":
+            context = JobContext(
+                job=payload["job"],
+                scheduled_time=datetime.fromisoformat(payload["scheduledTime"]),
+                attempt=payload.get("attempt", 1),
+                config=config,
+                run_id=payload.get("runId", ""),
+                logger=self.log,
+            )
+            return {"ok": True, "result": self._call(function, context)}
+        user = payload.get("user") or {}
+        query = payload.get("query") or {}
+        request = Request(
+            method=payload["method"],
+            path=payload["path"],
+            path_params=payload.get("pathParams") or {},
+            query={k: v[0] for k, v in query.items() if v},
+            query_lists=query,
+            headers=payload.get("headers") or {},
+            body=base64.b64decode(payload.get("body") or ""),
+            user=User(
+                user.get("username", ""),
+                user.get("role", ""),
+                frozenset(user.get("permissions") or ()),
+            )
+            if user
+            else None,
+            config=config,
+            request_id=payload.get("requestId", ""),
+            logger=self.log,
+        )
+        response = self.loading.to_response(self._call(function, request))
+        body, content_type = response.encoded()
+        return {
+            "ok": True,
+            "status": response.status,
+            "headers": response.headers,
+            "body": base64.b64encode(body).decode(),
+            "contentType": content_type,
+        }
+
+    def _call(self, function: Any, argument: Any) -> Any:
+        import inspect
+
+        if inspect.iscoroutinefunction(function):
+            return asyncio.run_coroutine_threadsafe(function(argument), self.loop).result()
+        result = function(argument)
+        if inspect.isawaitable(result):
+            return asyncio.run_coroutine_threadsafe(_await(result), self.loop).result()
+        return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Set limits, drop privileges, then serve requests on stdin/stdout until EOF."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--module-dir", required=True)
+    parser.add_argument("--memory-mb", type=int, default=256)
+    parser.add_argument("--cpu-seconds", type=int, default=3600)
+    parser.add_argument("--nofile", type=int, default=256)
+    parser.add_argument("--nproc", type=int, default=64)
+    parser.add_argument("--uid", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args(argv)
+    protocol_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # print() in module code goes to the module log, not the protocol
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    threading.stack_size(1024 * 1024)  # thread stacks count against the memory limit
+    set_limits(args.memory_mb, args.cpu_seconds, args.nofile, args.nproc)
+    drop_privileges(args.uid)
+    os.chdir(args.module_dir)
+    worker = Worker(Path(args.module_dir), protocol_out, args.concurrency)
+    while (message := read_frame(protocol_in)) is not None:
+        worker.threads.submit(worker.handle, message)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
