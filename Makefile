@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run lint typecheck test bench schema clean
+.PHONY: install system-deps run lint typecheck test bench schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+# bubblewrap gives module workers their own namespaces; tests cover that, not only the
+# rlimits fallback. Installed with apt-get where we are root and it is missing.
+system-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+			(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null); \
+		else echo "note: bubblewrap not installed; workers fall back to rlimits"; fi; \
+	fi
 
 run: install
 	$(BIN)/modhub serve --examples examples/modules
@@ -25,11 +35,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck system-deps
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
-bench: install
-	$(BIN)/python bench/validate.py
+bench: install system-deps
+	@for script in validate api lifecycle routes; do \
+		if [ -f bench/$$script.py ]; then echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; fi; \
+	done
 
 schema: install
 	$(BIN)/python -c "from modhub.manifest.schema import render_schema; print(render_schema(), end='')" \

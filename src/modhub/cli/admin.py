@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modhub.cli.app import app, err, out
@@ -46,7 +47,7 @@ def start(data_dir: Path | None) -> Services:
     try:
         return Services.start(settings_for(data_dir))
     except ModhubError as exc:
-        err.print(f"[red]error:[/] {exc.detail}")
+        err.print(f"[red]error:[/] {escape(exc.detail)}")
         raise typer.Exit(2) from None
 
 
@@ -71,7 +72,7 @@ def serve(
         settings = settings_for(data_dir, host=host, port=port)
         services = Services.start(settings)
     except ModhubError as exc:
-        err.print(f"[red]error:[/] {exc.detail}")
+        err.print(f"[red]error:[/] {escape(exc.detail)}")
         raise typer.Exit(2) from None
     first_start = not _has_users(services)
     generated = services.auth.ensure_admin(settings.admin_password)
@@ -110,7 +111,9 @@ def install_examples(services: Services, folder: Path) -> None:
         try:
             names.append(services.lifecycle.add_bundle(module, actor="system").name)
         except ModhubError as exc:
-            err.print(f"[yellow]example {module.name} not installed:[/] {exc.detail}")
+            err.print(
+                f"[yellow]example {escape(module.name)} not installed:[/] {escape(exc.detail)}"
+            )
     for name in names:
         for status in (Status.ENABLED, Status.DISABLED):
             try:
@@ -227,7 +230,7 @@ def _has_users(services: Services) -> bool:
 
 
 def _fail(exc: ModhubError) -> None:
-    err.print(f"[red]error:[/] {exc.detail}")
+    err.print(f"[red]error:[/] {escape(exc.detail)}")
     for item in exc.errors or []:
-        err.print(f"  {item.get('path', '')}: {item.get('message', '')}")
+        err.print(escape(f"  {item.get('path', '')}: {item.get('message', '')}"))
     raise typer.Exit(1)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, BinaryIO
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -48,17 +49,20 @@ def call(method: str, url: str, token: str | None, path: str, **kwargs: Any) -> 
             **kwargs,
         )
     except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/] cannot reach {url}: {exc}")
+        err.print(f"[red]error:[/] cannot reach {escape(url)}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     if response.status_code >= 400:
         try:
             body = response.json()
         except ValueError:
             body = {"detail": response.text}
-        err.print(f"[red]error {response.status_code}:[/] {body.get('detail', '')}")
+        # What the server says is text, not Rich markup: '[' in it must print as it is.
+        err.print(f"[red]error {response.status_code}:[/] {escape(str(body.get('detail', '')))}")
         for item in body.get("errors") or []:
             err.print(
-                f"  {item.get('path', '')}  {item.get('code', '')}  {item.get('message', '')}"
+                escape(
+                    f"  {item.get('path', '')}  {item.get('code', '')}  {item.get('message', '')}"
+                )
             )
         raise typer.Exit(1)
     return response.json() if response.content else None
@@ -78,7 +82,7 @@ def install(
         try:
             manifest = load_manifest(path)
         except ManifestFileError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
         module = call("POST", url, token, "/modules", json={"manifest": manifest})
     else:
@@ -145,7 +149,7 @@ def follow(result: dict[str, Any], url: str, token: str | None) -> dict[str, Any
                 err.print(f"  step {step['name']}")
             shown = len(result["steps"])
     if result["status"] != "succeeded":
-        err.print(f"[red]error:[/] {result['kind']} failed: {result['error']}")
+        err.print(f"[red]error:[/] {result['kind']} failed: {escape(str(result['error']))}")
         raise typer.Exit(1)
     return result
 
@@ -173,7 +177,7 @@ def list_modules(
         return
     table = Table("name", "version", "status", "display name")
     for item in page["items"]:
-        table.add_row(item["name"], item["version"], item["status"], item["displayName"])
+        table.add_row(*(escape(str(item[k])) for k in ("name", "version", "status", "displayName")))
     out.print(table)
     out.print(f"{page['total']} module(s)")
 
@@ -254,7 +258,7 @@ def config_set(
     for pair in values:
         key, sep, raw = pair.partition("=")
         if not sep:
-            err.print(f"[red]error:[/] '{pair}' is not KEY=VALUE")
+            err.print(f"[red]error:[/] '{escape(pair)}' is not KEY=VALUE")
             raise typer.Exit(2)
         try:
             config[key] = json.loads(raw)

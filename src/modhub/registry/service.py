@@ -51,6 +51,7 @@ class Registry:
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
+        self.listeners: list[Callable[[str], None]] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -106,7 +107,10 @@ class Registry:
         manifest = parse_manifest(data)
         for attempt in range(3):
             try:
-                return self._write(lambda s: self._register(s, manifest, data, actor, path, files))
+                return self._write(
+                    lambda s: self._register(s, manifest, data, actor, path, files),
+                    notify=manifest.name,
+                )
             except IntegrityError:
                 if attempt == 2:
                     break
@@ -197,7 +201,7 @@ class Registry:
                 self._move(session, row, Status(step.to or target), actor)
             return self._detail(session, module)
 
-        return self._write(change, read_only=dry_run)
+        return self._write(change, read_only=dry_run, notify=name)
 
     def _enable_plan(
         self, session: Session, module: Module, cascade: bool
@@ -325,7 +329,7 @@ class Registry:
             module.updated_at = utcnow()
             return self._detail(session, module)
 
-        return self._write(change)
+        return self._write(change, notify=name)
 
     def record_error(self, name: str, error: str) -> None:
         """Set a module's `lastError` without changing its status."""
@@ -441,7 +445,7 @@ class Registry:
             )
             return self._detail(session, module)
 
-        return self._write(change)
+        return self._write(change, notify=name)
 
     def set_config(self, name: str, incoming: dict[str, Any], *, actor: str) -> dict[str, Any]:
         """Replace a module's config; return it masked. Every invalid field is listed."""
@@ -456,7 +460,7 @@ class Registry:
                 record(session, actor, "module.config", name, changed=changed)
             return configs.masked(new)
 
-        return self._write(change)
+        return self._write(change, notify=name)
 
     def stored_config(self, name: str) -> dict[str, Any]:
         """Return a module's config as stored (secrets sealed)."""
@@ -505,16 +509,19 @@ class Registry:
             session.delete(module)
             return None
 
-        return self._write(change, read_only=dry_run)
+        return self._write(change, read_only=dry_run, notify=name)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _write(self, change: Callable[[Session], T], *, read_only: bool = False) -> T:
+    def _write(self, change: Callable[[Session], T], *, notify: str, read_only: bool = False) -> T:
         if read_only:
             with self.db.read() as session:
                 return change(session)
         with self.db.write() as session:
-            return change(session)
+            result = change(session)
+        for listener in self.listeners:
+            listener(notify)
+        return result
 
     def _detail(self, session: Session, module: Module) -> ModuleDetail:
         active = next(v for v in module.versions if v.version == module.version)

@@ -1,0 +1,70 @@
+"""`modhub doctor`: what this machine gives modhub, isolation first."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modhub import __version__
+from modhub.cli.app import app, out
+from modhub.lifecycle.environment import uv_bin
+from modhub.sandbox.launch import bwrap_path, isolation
+from modhub.settings import Settings
+
+
+@app.command()
+def doctor(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="The data dir to check")
+    ] = None,
+) -> None:
+    """Say which isolation module workers get here, and check the tools modhub uses."""
+    settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    table = Table("check", "result")
+    mode = isolation()
+    bwrap = bwrap_path()
+    if mode == "bubblewrap" and bwrap:
+        version = _version([bwrap, "--version"])
+        uid = (
+            "each module runs as its own user id"
+            if os.getuid() == 0
+            else ("modules share modhub's user id (start modhub as root for per-module ids)")
+        )
+        table.add_row(
+            "isolation",
+            f"bubblewrap ({version}): own mount, PID, IPC and network "
+            f"namespaces, read-only code, private /tmp, no data dir; rlimits; {uid}",
+        )
+    else:
+        table.add_row(
+            "isolation",
+            "rlimits and a scrubbed environment only "
+            "(install bubblewrap for namespaces: apt-get install bubblewrap)",
+        )
+    table.add_row("modhub", __version__)
+    table.add_row("python", f"{platform.python_version()} ({platform.python_implementation()})")
+    table.add_row("uv", _version([uv_bin(), "--version"]))
+    table.add_row(
+        "data dir",
+        f"{settings.data_dir} ({'exists' if settings.data_dir.exists() else 'not created yet'})",
+    )
+    table.add_row("database", settings.db_url.split("@")[-1])
+    out.print(table)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    return (
+        (result.stdout or result.stderr).strip().splitlines()[0]
+        if result.stdout or result.stderr
+        else "?"
+    )
