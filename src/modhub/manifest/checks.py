@@ -44,6 +44,7 @@ class View:
     defaults: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata_extra: list[str] = field(default_factory=list)
+    permissions_known: bool = True
 
     @classmethod
     def of(cls, manifest: Manifest) -> View:
@@ -88,6 +89,7 @@ class View:
             ],
             config_fields=fields,
             config_keys=set(_dict(config, "schema")),
+            permissions_known=isinstance(data.get("permissions", []), list),
             defaults=_dict(config, "defaults"),
             dependencies={k: _dict(data, "dependencies", k) for k in ("modules", "npm", "system")},
             metadata_extra=extra,
@@ -177,6 +179,8 @@ def check_permissions(view: View, findings: Findings) -> None:
     used: list[tuple[Location, list[str]]] = [
         ((*ROUTES, i), r.permissions) for i, r in view.routes
     ] + [((*PAGES, i), p.permissions) for i, p in view.pages]
+    if not view.permissions_known:
+        return  # `permissions` itself is malformed: that is the error to report
     for location, permissions in used:
         for k, permission in enumerate(permissions):
             if permission not in declared:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, ErrorType
 
 from modhub.manifest import checks
 from modhub.manifest.model import Manifest
@@ -27,6 +27,7 @@ _TYPE_NAMES = {
     "model_attributes_type": "an object",
     "int_from_float": "a whole number",
 }
+_PYDANTIC_TYPES = frozenset(typing.get_args(ErrorType))
 _RANGE_CODES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
@@ -118,7 +119,9 @@ def _explain(error: ErrorDetails, location: Location) -> tuple[str, str]:
         )
     if kind == "string_pattern_mismatch":
         return "invalid_format", f"{error['input']!r} does not match {ctx.get('pattern')}"
-    return kind, error["msg"]
+    if kind in _PYDANTIC_TYPES:
+        return "invalid_value", error["msg"]
+    return kind, error["msg"]  # one of our own codes (model.py's `_error`)
 
 
 def _unknown_field_message(key: str, parent: Location) -> str:

@@ -1,0 +1,1 @@
+"""Tests of the manifest contract: models, checks, JSON Schema, folder mode."""
