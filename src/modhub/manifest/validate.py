@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails, ErrorType
+from pydantic_core import ErrorDetails
+from pydantic_core.core_schema import ErrorType
 
 from modhub.manifest import checks
 from modhub.manifest.model import Manifest
