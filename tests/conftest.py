@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from modhub.api import create_app
+from modhub.api.app import create_app
 from modhub.services import Services
 from modhub.settings import Settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from modhub.auth import AuthService
 from modhub.db import Database
@@ -10,13 +11,17 @@ from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
+from modhub.manifest import Manifest
 from modhub.registry import Registry
+from modhub.routes import ModuleConfigs, RouteTableHolder
+from modhub.routes.sync import RouteSync
+from modhub.sandbox import ModuleRuntime, PoolLimits, WorkerPool
 from modhub.settings import Settings
 
 
 @dataclass
 class Services:
-    """Settings, database, auth, registry and lifecycle of one modhub process."""
+    """Everything one modhub process runs: database, auth, registry, lifecycle, runtime."""
 
     settings: Settings
     db: Database
@@ -25,10 +30,14 @@ class Services:
     operations: Operations
     lifecycle: Lifecycle
     recovered: list[str]
+    routes: RouteTableHolder
+    pool: WorkerPool
+    module_configs: ModuleConfigs
+    sync: RouteSync
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
-        """Open the database (migrating the embedded one) and build the services."""
+        """Open the database (migrating the embedded one), recover, and build the services."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.db_url)
         if settings.embedded:
@@ -42,6 +51,39 @@ class Services:
         registry = Registry(db, SecretBox(secret))
         operations = Operations(db, failpoint=settings.failpoint)
         lifecycle = Lifecycle(registry, operations, settings)
+        recovered = recover(lifecycle)
+        pool = WorkerPool(
+            settings.data_dir,
+            PoolLimits(max_workers=settings.max_workers, idle_seconds=settings.worker_idle_seconds),
+        )
+        routes = RouteTableHolder()
+        configs = ModuleConfigs(registry)
+
+        def runtime_for(manifest: Manifest, code: Path | None) -> ModuleRuntime | None:
+            if code is None:
+                return None  # a bare manifest: its routes answer 501
+            limits = manifest.runtime
+            overrides = {
+                key: value
+                for key, value in (
+                    ("memory_mb", limits.memory_mb),
+                    ("timeout_ms", limits.timeout_ms),
+                    ("max_concurrency", limits.max_concurrency),
+                )
+                if value is not None
+            }
+            return ModuleRuntime(
+                name=manifest.name,
+                version=manifest.version,
+                code=code,
+                env=lifecycle.layout.env(manifest.name, manifest.version),
+                network=limits.network,
+                **overrides,
+            )
+
+        sync = RouteSync(registry, routes, configs, runtime_for, pool.retire_soon)
+        sync.load()
+        registry.listeners.append(sync.on_change)
         return cls(
             settings=settings,
             db=db,
@@ -49,7 +91,11 @@ class Services:
             registry=registry,
             operations=operations,
             lifecycle=lifecycle,
-            recovered=recover(lifecycle),
+            recovered=recovered,
+            routes=routes,
+            pool=pool,
+            module_configs=configs,
+            sync=sync,
         )
 
     def close(self) -> None:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     pip_index_url: str | None = None
     pip_find_links: list[str] = []
     pip_offline: bool = False
+    max_workers: int = Field(default=64, ge=1, le=10_000)
+    worker_idle_seconds: float = Field(default=300.0, gt=0)
     operation_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"

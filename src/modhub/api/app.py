@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
 from modhub.api.routers import auth, lifecycle, modules, system
+from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
 
@@ -24,12 +26,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or Services.start(settings)
+        svc: Services = services or Services.start(settings)
+        app.state.services = svc
+        poller = asyncio.create_task(svc.sync.poll())
         try:
             yield
         finally:
+            poller.cancel()
+            await svc.pool.close()
             if owned:
-                app.state.services.close()
+                svc.close()
 
     app = FastAPI(
         title="modhub",
@@ -42,6 +48,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     for router in (auth.router, lifecycle.router, modules.router, system.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(module_router(inline_lookups=settings.embedded), prefix=API_PREFIX)
+    install_openapi(app, lambda: app.state.services.routes.table)
     app.include_router(system.health_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

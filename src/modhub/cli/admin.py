@@ -66,7 +66,7 @@ def serve(
     """Serve the API (and, on first start, create the admin account)."""
     import uvicorn
 
-    from modhub.api import create_app
+    from modhub.api.app import create_app
 
     try:
         settings = settings_for(data_dir, host=host, port=port)

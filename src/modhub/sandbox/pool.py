@@ -86,6 +86,7 @@ class WorkerPool:
         self._next_id = 0
         self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reaper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- calling ---------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class WorkerPool:
         config: dict[str, Any],
     ) -> dict[str, Any]:
         """Run a handler in the module's worker and return its answer."""
+        self._loop = asyncio.get_running_loop()
         worker = await self._worker(runtime)
         async with worker.slots:
             self._next_id += 1
@@ -270,6 +272,18 @@ class WorkerPool:
         for worker in [w for w in self.workers.values() if w.runtime.name == name]:
             if worker.runtime.version != keep_version:
                 await self.stop_worker(worker)
+
+    def retire_soon(self, keep: dict[str, str]) -> None:
+        """From any thread: stop workers of modules not in `keep` (name → served version),
+        or of another version, once their requests finish."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        stale = [
+            w for w in list(self.workers.values()) if keep.get(w.runtime.name) != w.runtime.version
+        ]
+        for worker in stale:
+            asyncio.run_coroutine_threadsafe(self.stop_worker(worker), loop)
 
     async def reap_idle(self) -> None:
         """Stop workers idle for longer than the idle limit."""
