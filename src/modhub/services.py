@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from modhub.auth import AuthService
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
+from modhub.jobs import JobLimits, JobRunner
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
 from modhub.manifest import Manifest
@@ -34,6 +36,7 @@ class Services:
     pool: WorkerPool
     module_configs: ModuleConfigs
     sync: RouteSync
+    jobs: JobRunner
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -96,6 +99,16 @@ class Services:
             pool=pool,
             module_configs=configs,
             sync=sync,
+            jobs=JobRunner(
+                registry,
+                pool,
+                runtime_for,
+                JobLimits(
+                    concurrency=settings.job_concurrency,
+                    per_module=settings.job_concurrency_per_module,
+                    retention=timedelta(days=settings.job_retention_days),
+                ),
+            ),
         )
 
     def close(self) -> None:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     pip_offline: bool = False
     max_workers: int = Field(default=64, ge=1, le=10_000)
     worker_idle_seconds: float = Field(default=300.0, gt=0)
+    job_concurrency: int = Field(default=8, ge=1, le=1000)
+    job_concurrency_per_module: int = Field(default=2, ge=1, le=100)
+    job_retention_days: float = Field(default=30, gt=0)
+    scheduler: bool = Field(default=True, description="Fire and execute jobs in this process")
     operation_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
-from modhub.api.routers import auth, lifecycle, modules, system
+from modhub.api.routers import auth, jobs, lifecycle, modules, system
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
@@ -28,11 +28,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         svc: Services = services or Services.start(settings)
         app.state.services = svc
-        poller = asyncio.create_task(svc.sync.poll())
+        background = [asyncio.create_task(svc.sync.poll())]
+        if svc.settings.scheduler:
+            background.append(asyncio.create_task(svc.jobs.run()))
         try:
             yield
         finally:
-            poller.cancel()
+            for task in background:
+                task.cancel()
             await svc.pool.close()
             if owned:
                 svc.close()
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is not None:
         app.state.services = services
     problems.install(app)
-    for router in (auth.router, lifecycle.router, modules.router, system.router):
+    for router in (auth.router, jobs.router, lifecycle.router, modules.router, system.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(module_router(inline_lookups=settings.embedded), prefix=API_PREFIX)
     install_openapi(app, lambda: app.state.services.routes.table)

@@ -292,3 +292,84 @@ def verify(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     if not result["intact"]:
         raise typer.Exit(1)
     out.print(f"{name}: every file is as installed")
+
+
+jobs_app = typer.Typer(
+    help="Module jobs on a running server (--url, --token).", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(module: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """List a module's jobs with their next fire times."""
+    table = Table("job", "schedule", "timezone", "next runs")
+    for job in call("GET", url, token, f"/modules/{module}/jobs"):
+        table.add_row(
+            job["name"],
+            job["schedule"] or "(on demand)",
+            job["timezone"],
+            ", ".join(job["nextRuns"]) or "-",
+        )
+    out.print(table)
+
+
+@jobs_app.command("run")
+def jobs_run(
+    module: str,
+    job: str,
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish")] = True,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Run a job now."""
+    run = call("POST", url, token, f"/modules/{module}/jobs/{job}/run")
+    with err.status(f"running {module}/{job}…"):
+        while wait and run["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            run = call("GET", url, token, f"/jobs/runs/{run['id']}")
+    typer.echo(json.dumps(run, indent=2))
+    if run["status"] not in ("queued", "running", "succeeded"):
+        raise typer.Exit(1)
+
+
+@jobs_app.command("runs")
+def jobs_runs(
+    module: Annotated[str | None, typer.Option(help="Only this module")] = None,
+    job: Annotated[str | None, typer.Option(help="Only this job")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status")] = None,
+    limit: int = 20,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """List recent job runs."""
+    params = {
+        k: v
+        for k, v in {"module": module, "job": job, "status": status, "limit": limit}.items()
+        if v
+    }
+    page = call("GET", url, token, "/jobs/runs", params=params)
+    table = Table("id", "module", "job", "scheduled", "attempt", "status", "error")
+    for run in page["items"]:
+        table.add_row(
+            str(run["id"]),
+            run["module"],
+            run["job"],
+            run["scheduledAt"],
+            str(run["attempt"]),
+            run["status"],
+            run["error"] or "",
+        )
+    out.print(table)
+
+
+@jobs_app.command("logs")
+def jobs_logs(run_id: int, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print a run's result or error and the tail of its log."""
+    run = call("GET", url, token, f"/jobs/runs/{run_id}")
+    out.print(f"{run['module']}/{run['job']} attempt {run['attempt']}: {run['status']}")
+    if run["error"]:
+        out.print(f"error: {run['error']}")
+    if run["result"] is not None:
+        typer.echo(json.dumps(run["result"], indent=2))
+    typer.echo(run["logTail"])

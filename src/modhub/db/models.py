@@ -208,3 +208,27 @@ class Operation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class JobRun(Base):
+    """One attempt of one job run. (module, job, scheduled_at, attempt) is unique, so a
+    cron tick fires once however many schedulers share the database."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("module", "job", "scheduled_at", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    module: Mapped[str] = mapped_column(String(64), index=True)
+    job: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(256))
+    trigger: Mapped[str] = mapped_column(String(16))
+    scheduled_at: Mapped[datetime]
+    not_before: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -97,9 +97,11 @@ class WorkerPool:
         handler: str,
         payload: dict[str, Any],
         config: dict[str, Any],
+        timeout_ms: int | None = None,
     ) -> dict[str, Any]:
         """Run a handler in the module's worker and return its answer."""
         self._loop = asyncio.get_running_loop()
+        limit = timeout_ms or runtime.timeout_ms
         worker = await self._worker(runtime)
         async with worker.slots:
             self._next_id += 1
@@ -118,15 +120,14 @@ class WorkerPool:
                         "config": config,
                     },
                 )
-                answer = await asyncio.wait_for(future, runtime.timeout_ms / 1000)
+                answer = await asyncio.wait_for(future, limit / 1000)
             except TimeoutError:
                 await self._fail(
                     worker,
-                    f"handler {handler} did not answer in "
-                    f"{runtime.timeout_ms} ms; worker restarted",
+                    f"handler {handler} did not answer in {limit} ms; worker restarted",
                 )
                 raise HandlerTimeout(
-                    f"module '{runtime.name}' did not answer in {runtime.timeout_ms} ms",
+                    f"module '{runtime.name}' did not answer in {limit} ms",
                     module=runtime.name,
                 ) from None
             finally:

@@ -1,0 +1,284 @@
+"""The scheduler and the executor: jobs fire on their cron schedule and run in workers.
+
+Both are driven by `tick(now)`, so tests move a fake clock instead of sleeping; `run()`
+calls it every `interval` seconds with the real clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from modhub.errors import HandlerMissing, HandlerTimeout, ModhubError, NotFound
+from modhub.jobs.schedule import JobSpec, due, next_fires, skipped_to
+from modhub.jobs.store import RunStore, RunView
+from modhub.manifest import Manifest
+from modhub.registry import Registry, Status
+from modhub.sandbox import ModuleRuntime, WorkerPool
+
+log = logging.getLogger("modhub.jobs")
+RuntimeFor = Callable[[Manifest, Path | None], ModuleRuntime | None]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """How many runs execute at once, and how retries back off."""
+
+    concurrency: int = 8
+    per_module: int = 2
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    retention: timedelta = timedelta(days=30)
+
+
+class JobRunner:
+    """Fires every enabled module's jobs once per tick and executes queued runs."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        pool: WorkerPool,
+        runtime_for: RuntimeFor,
+        limits: JobLimits | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.runtime_for = runtime_for
+        self.limits = limits or JobLimits()
+        self.clock = clock
+        self.store = RunStore(registry.db)
+        self.specs: dict[tuple[str, str], JobSpec] = {}
+        self.last: dict[tuple[str, str], datetime] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._run_modules: dict[int, str] = {}
+        self._module_load: dict[str, int] = defaultdict(int)
+        self._fingerprint: object = None
+        self._pruned_at: datetime | None = None
+
+    # -- what is scheduled -----------------------------------------------------------------
+
+    def refresh(self, now: datetime) -> None:
+        """Load the jobs of every ENABLED module; cancel runs of modules that stopped."""
+        specs: dict[tuple[str, str], JobSpec] = {}
+        offset = 0
+        while True:
+            page = self.registry.list_modules(status=Status.ENABLED, limit=500, offset=offset)
+            for summary in page.items:
+                try:
+                    manifest, row = self.registry.version_info(summary.name)
+                except NotFound:
+                    continue
+                runtime = self.runtime_for(manifest, Path(row.path) if row.path else None)
+                for job in manifest.capabilities.jobs.handlers:
+                    specs[(manifest.name, job.name)] = JobSpec(
+                        manifest.name, manifest.version, job, runtime
+                    )
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+        versions = {m: s.version for (m, _), s in specs.items()}
+        for module in {m for m, _ in self.specs} - set(versions):
+            cancelled = self.store.cancel_module(module, now)
+            for run_id, task in list(self.tasks.items()):
+                if self._run_modules.get(run_id) == module:
+                    task.cancel()
+            if cancelled:
+                log.info("cancelled %d run(s) of %s: no longer enabled", cancelled, module)
+        for key in specs.keys() - self.specs.keys():
+            self.last[key] = self.store.last_scheduled(*key) or now
+        self.specs = specs
+
+    def jobs_of(self, module: str, count: int = 3) -> list[dict[str, Any]]:
+        """Return a module's jobs with their next fire times (for the API)."""
+        manifest = self.registry.manifest(module)
+        now = self.clock()
+        return [
+            {
+                "name": job.name,
+                "handler": job.handler,
+                "schedule": job.schedule,
+                "timezone": job.timezone or "UTC",
+                "timeout": job.timeout,
+                "retries": job.retries,
+                "misfire": job.misfire,
+                "nextRuns": [t.isoformat() for t in next_fires(job, now, count)]
+                if (module, job.name) in self.specs
+                else [],
+            }
+            for job in manifest.capabilities.jobs.handlers
+        ]
+
+    # -- firing ----------------------------------------------------------------------------
+
+    def fire_due(self, now: datetime) -> list[RunView]:
+        """Enqueue one run for every job whose tick has come (once across all schedulers)."""
+        fired = []
+        for key, spec in self.specs.items():
+            if spec.runtime is None:
+                continue  # a bare manifest has no code to run
+            last = self.last.get(key, now)
+            tick = due(spec.job, last, now)
+            if tick is None:
+                self.last[key] = (
+                    skipped_to(spec.job, last, now) if spec.job.misfire == "skip" else last
+                )
+                continue
+            self.last[key] = tick
+            run = self.store.enqueue(
+                spec.module, spec.job.name, spec.version, tick, trigger="schedule"
+            )
+            if run is not None:
+                fired.append(run)
+        return fired
+
+    def run_now(self, module: str, job: str) -> RunView:
+        """Queue a run of `job` right now (the API's "run now")."""
+        spec = self.specs.get((module, job))
+        if spec is None:
+            manifest = self.registry.manifest(module)
+            if not any(j.name == job for j in manifest.capabilities.jobs.handlers):
+                raise NotFound(f"module '{module}' has no job '{job}'")
+            raise HandlerMissing(f"module '{module}' is not enabled: its jobs cannot run")
+        if spec.runtime is None:
+            raise HandlerMissing(f"module '{module}' has no code: job '{job}' cannot run")
+        now = self.clock()
+        run = self.store.enqueue(module, job, spec.version, now, trigger="manual")
+        if run is None:
+            raise ModhubError("could not queue the run; try again")
+        return run
+
+    # -- executing -------------------------------------------------------------------------
+
+    async def execute_ready(self, now: datetime) -> None:
+        """Start queued runs while there is room, platform-wide and per module."""
+        room = self.limits.concurrency - len(self.tasks)
+        if room <= 0:
+            return
+        for run in await asyncio.to_thread(self.store.ready, now, room * 4):
+            if len(self.tasks) >= self.limits.concurrency:
+                break
+            spec = self.specs.get((run.module, run.job))
+            if spec is None or spec.version != run.version:
+                continue  # its module is not enabled at that version (refresh cancels it)
+            if self._module_load[run.module] >= self.limits.per_module:
+                continue
+            if not await asyncio.to_thread(self.store.claim, run.id, now):
+                continue
+            self._module_load[run.module] += 1
+            self._run_modules[run.id] = run.module
+            self.tasks[run.id] = asyncio.create_task(
+                self._execute(run.id, run.attempt, run.scheduled_at, spec)
+            )
+
+    async def _execute(self, run_id: int, attempt: int, scheduled: datetime, spec: JobSpec) -> None:
+        assert spec.runtime is not None
+        status, result, error = "succeeded", None, None
+        seen = len(self.pool.logs[spec.module])
+        try:
+            config = await asyncio.to_thread(self.registry.config_for_code, spec.module)
+            answer = await self.pool.call(
+                spec.runtime,
+                "job",
+                spec.job.handler,
+                {
+                    "job": spec.job.name,
+                    "scheduledTime": scheduled.isoformat(),
+                    "attempt": attempt,
+                    "runId": str(run_id),
+                },
+                config,
+                timeout_ms=spec.timeout_ms,
+            )
+            result = answer.get("result")
+        except HandlerTimeout:
+            status, error = "timed_out", f"the run took longer than {spec.timeout_ms} ms"
+        except ModhubError as exc:
+            status, error = "failed", exc.detail
+        except asyncio.CancelledError:
+            status, error = "cancelled", "cancelled"
+        except Exception as exc:  # a bug of ours must not kill the runner
+            log.exception("job run %s failed unexpectedly", run_id)
+            status, error = "failed", f"internal error: {exc}"
+        finally:
+            self.tasks.pop(run_id, None)
+            self._run_modules.pop(run_id, None)
+            self._module_load[spec.module] -= 1
+        lines = list(self.pool.logs[spec.module])[seen:]
+        now = self.clock()
+        finished = await asyncio.to_thread(
+            self.store.finish, run_id, status, now, result=result, error=error, log="\n".join(lines)
+        )
+        if finished and status in ("failed", "timed_out") and attempt <= spec.job.retries:
+            delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
+            delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
+            await asyncio.to_thread(
+                self.store.enqueue,
+                spec.module,
+                spec.job.name,
+                spec.version,
+                scheduled,
+                trigger="retry",
+                attempt=attempt + 1,
+                not_before=now + timedelta(seconds=delay),
+            )
+
+    async def cancel(self, run_id: int) -> RunView:
+        """Cancel a run: a queued one never starts, a running one is abandoned."""
+        view = await asyncio.to_thread(self.store.cancel, run_id, self.clock())
+        task = self.tasks.get(run_id)
+        if task is not None:
+            task.cancel()
+        return view
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def tick(self, now: datetime) -> None:
+        """Do one round: reload jobs if the registry moved, fire due ticks, start runs."""
+        fingerprint = await asyncio.to_thread(self._registry_fingerprint)
+        if fingerprint != self._fingerprint:
+            await asyncio.to_thread(self.refresh, now)
+            self._fingerprint = fingerprint
+        await asyncio.to_thread(self.fire_due, now)
+        await self.execute_ready(now)
+        if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
+            self._pruned_at = now
+            await asyncio.to_thread(self.store.prune, self.limits.retention, now)
+
+    def _registry_fingerprint(self) -> object:
+        from sqlalchemy import func, select
+
+        from modhub.db.models import Module
+
+        with self.registry.db.read() as session:
+            return tuple(
+                session.execute(select(func.count(Module.id), func.max(Module.updated_at))).one()
+            )
+
+    async def run(self, interval: float = 1.0) -> None:
+        """Tick forever with the real clock."""
+        await asyncio.to_thread(self.store.interrupt_running, self.clock())
+        while True:
+            try:
+                await self.tick(self.clock())
+            except Exception:
+                log.exception("job scheduler tick failed")
+            await asyncio.sleep(interval)
+
+    async def drain(self) -> None:
+        """Wait for every started run to finish (tests and shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks.values()), return_exceptions=True)

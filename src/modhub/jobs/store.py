@@ -1,0 +1,242 @@
+"""Job runs in the database: enqueue once per tick, claim, finish, retry, cancel, prune."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modhub.db import Database
+from modhub.db.models import JobRun
+from modhub.errors import Conflict, NotFound
+from modhub.registry.types import Shape
+
+ACTIVE = ("queued", "running")
+STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled")
+
+
+class RunView(Shape):
+    id: int
+    module: str
+    job: str
+    version: str
+    trigger: str
+    scheduled_at: datetime
+    not_before: datetime
+    attempt: int
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = None
+    error: str | None
+    log_tail: str
+
+
+class RunPage(Shape):
+    items: list[RunView]
+    total: int
+    limit: int
+    offset: int
+
+
+def view(run: JobRun) -> RunView:
+    """Return a run as the API shows it."""
+    return RunView(
+        id=run.id,
+        module=run.module,
+        job=run.job,
+        version=run.version,
+        trigger=run.trigger,
+        scheduled_at=run.scheduled_at,
+        not_before=run.not_before,
+        attempt=run.attempt,
+        status=run.status,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        result=(run.result or {}).get("value"),
+        error=run.error,
+        log_tail=run.log[-4096:],
+    )
+
+
+class RunStore:
+    """Every database operation on job runs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def enqueue(
+        self,
+        module: str,
+        job: str,
+        version: str,
+        scheduled_at: datetime,
+        *,
+        trigger: str,
+        attempt: int = 1,
+        not_before: datetime | None = None,
+    ) -> RunView | None:
+        """Insert a queued run; None when this tick (and attempt) already has one."""
+        try:
+            with self.db.write() as session:
+                run = JobRun(
+                    module=module,
+                    job=job,
+                    version=version,
+                    trigger=trigger,
+                    scheduled_at=scheduled_at,
+                    attempt=attempt,
+                    status="queued",
+                    not_before=not_before or scheduled_at,
+                    log="",
+                )
+                session.add(run)
+                session.flush()
+                return view(run)
+        except IntegrityError:
+            return None
+
+    def last_scheduled(self, module: str, job: str) -> datetime | None:
+        """Return the newest tick fired for a job by the scheduler."""
+        with self.db.read() as session:
+            newest: datetime | None = session.scalar(
+                select(func.max(JobRun.scheduled_at)).where(
+                    JobRun.module == module, JobRun.job == job, JobRun.trigger == "schedule"
+                )
+            )
+            return newest
+
+    def ready(self, now: datetime, limit: int) -> list[JobRun]:
+        """Return queued runs whose time has come, oldest first."""
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    select(JobRun)
+                    .where(JobRun.status == "queued", JobRun.not_before <= now)
+                    .order_by(JobRun.not_before, JobRun.id)
+                    .limit(limit)
+                )
+            )
+
+    def claim(self, run_id: int, now: datetime) -> bool:
+        """Mark a queued run running; False when another executor took it first."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(JobRun)
+                .where(JobRun.id == run_id, JobRun.status == "queued")
+                .values(status="running", started_at=now)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish(
+        self,
+        run_id: int,
+        status: str,
+        now: datetime,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        log: str = "",
+    ) -> bool:
+        """Record a run's outcome unless it was cancelled meanwhile."""
+        with self.db.write() as session:
+            done = session.execute(
+                update(JobRun)
+                .where(JobRun.id == run_id, JobRun.status == "running")
+                .values(
+                    status=status,
+                    finished_at=now,
+                    error=error,
+                    log=log[-16384:],
+                    result=None if result is None else {"value": result},
+                )
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def cancel(self, run_id: int, now: datetime) -> RunView:
+        """Cancel a queued or running run."""
+        with self.db.write() as session:
+            run = session.get(JobRun, run_id)
+            if run is None:
+                raise NotFound(f"no job run {run_id}")
+            if run.status not in ACTIVE:
+                raise Conflict(f"run {run_id} is already {run.status}")
+            run.status, run.finished_at, run.error = "cancelled", now, "cancelled"
+            return view(run)
+
+    def cancel_module(self, module: str, now: datetime, keep_version: str | None = None) -> int:
+        """Cancel every active run of a module (of versions other than `keep_version`)."""
+        with self.db.write() as session:
+            where = [JobRun.module == module, JobRun.status.in_(ACTIVE)]
+            if keep_version is not None:
+                where.append(JobRun.version != keep_version)
+            result = session.execute(
+                update(JobRun)
+                .where(*where)
+                .values(
+                    status="cancelled", finished_at=now, error="cancelled: the module was disabled"
+                )
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def interrupt_running(self, now: datetime) -> int:
+        """At start-up: runs left running by a stopped process are failed."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(JobRun)
+                .where(JobRun.status == "running")
+                .values(status="failed", finished_at=now, error="interrupted: the server stopped")
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def get(self, run_id: int) -> RunView:
+        """Return one run."""
+        with self.db.read() as session:
+            run = session.get(JobRun, run_id)
+            if run is None:
+                raise NotFound(f"no job run {run_id}")
+            return view(run)
+
+    def status_of(self, run_id: int) -> str | None:
+        """Return a run's status (None when pruned)."""
+        with self.db.read() as session:
+            status: str | None = session.scalar(select(JobRun.status).where(JobRun.id == run_id))
+            return status
+
+    def list(
+        self,
+        *,
+        module: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> RunPage:
+        """Return runs, newest first."""
+        where = [
+            c
+            for c in (
+                JobRun.module == module if module else None,
+                JobRun.job == job if job else None,
+                JobRun.status == status if status else None,
+            )
+            if c is not None
+        ]
+        with self.db.read() as session:
+            total = session.scalar(select(func.count(JobRun.id)).where(*where)) or 0
+            rows = session.scalars(
+                select(JobRun).where(*where).order_by(JobRun.id.desc()).limit(limit).offset(offset)
+            )
+            return RunPage(items=[view(r) for r in rows], total=total, limit=limit, offset=offset)
+
+    def prune(self, older_than: timedelta, now: datetime) -> int:
+        """Delete finished runs older than the retention."""
+        with self.db.write() as session:
+            result = session.execute(
+                delete(JobRun).where(
+                    JobRun.status.not_in(ACTIVE), JobRun.created_at < now - older_than
+                )
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
