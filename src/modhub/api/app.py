@@ -15,6 +15,7 @@ from modhub.api.routers import auth, jobs, lifecycle, modules, system
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
+from modhub.web import console_router, ui_api_router
 
 API_PREFIX = "/api/v1"
 
@@ -54,5 +55,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(module_router(inline_lookups=settings.embedded), prefix=API_PREFIX)
     install_openapi(app, lambda: app.state.services.routes.table)
     app.include_router(system.health_router)
+    app.include_router(ui_api_router, prefix=API_PREFIX)
+    app.include_router(console_router)  # last: its catch-all serves the console
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

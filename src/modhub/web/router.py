@@ -1,0 +1,139 @@
+"""Serve the console, the navigation of enabled modules, and their page components.
+
+A module's component files are served only while it is ENABLED, only from the folders
+its declared pages live in, and only as files that exist in its installed code.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, Response
+
+from modhub.api.deps import ServicesDep, authenticated
+from modhub.api.problems import responses
+from modhub.auth import Principal
+from modhub.errors import NotFound
+from modhub.registry import Status
+from modhub.registry.types import Shape
+
+STATIC = Path(__file__).parent / "static"
+CONTENT_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".html": "text/html",
+}
+Caller = Annotated[Principal, Depends(authenticated)]
+
+
+class NavEntry(Shape):
+    module: str
+    label: str
+    path: str
+    icon: str | None
+    order: int
+    title: str
+    component_url: str
+    api_base: str
+
+
+class Me(Shape):
+    username: str
+    role: str
+    permissions: list[str]
+
+
+ui_api_router = APIRouter(tags=["console"])
+
+
+@ui_api_router.get("/auth/me", responses=responses(401))
+def me(principal: Caller) -> Me:
+    """Return the calling user and their permissions."""
+    return Me(
+        username=principal.username, role=principal.role, permissions=sorted(principal.permissions)
+    )
+
+
+@ui_api_router.get("/ui/navigation", responses=responses(401))
+def navigation(svc: ServicesDep, principal: Caller) -> list[NavEntry]:
+    """Return the console navigation of every ENABLED module the caller may see, by order."""
+    entries: list[NavEntry] = []
+    for name, routes in svc.routes.table.items():
+        manifest, _ = svc.registry.version_info(name, routes.version)
+        pages = {p.path: p for p in manifest.capabilities.ui.pages}
+        for item in manifest.capabilities.ui.navigation:
+            page = pages.get(item.path)
+            if page is None or not all(principal.can(p) for p in page.permissions):
+                continue
+            entries.append(
+                NavEntry(
+                    module=name,
+                    label=item.label,
+                    path=item.path,
+                    icon=item.icon or page.icon,
+                    order=item.order,
+                    title=page.title,
+                    component_url=f"/ui/modules/{name}/{page.component}",
+                    api_base=f"/api/v1/m/{name}",
+                )
+            )
+    return sorted(entries, key=lambda e: (e.order, e.label))
+
+
+console_router = APIRouter(include_in_schema=False)
+
+
+@console_router.get("/ui/modules/{name}/{file_path:path}")
+def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
+    """Serve a file of an ENABLED module's UI folder (the folders of its declared pages)."""
+    served = svc.routes.table.get(name)
+    if served is None:
+        raise NotFound(f"no enabled module named '{name}'")
+    manifest, row = svc.registry.version_info(name, served.version)
+    if row.path is None or svc.registry.get(name).status != Status.ENABLED:
+        raise NotFound(f"module '{name}' has no UI files")
+    folders = {str(PurePosixPath(p.component).parent) for p in manifest.capabilities.ui.pages}
+    relative = PurePosixPath(file_path)
+    if (
+        ".." in relative.parts
+        or (str(relative.parent) not in folders
+        and not any(relative.is_relative_to(f) for f in folders if f != "."))
+    ):
+        raise NotFound(f"'{file_path}' is not in the UI folder of module '{name}'")
+    root = Path(row.path).resolve()
+    target = (root / file_path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound(f"module '{name}' has no UI file '{file_path}'")
+    return FileResponse(
+        target,
+        media_type=_content_type(target),
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@console_router.get("/{asset:path}")
+def console(asset: str) -> Response:
+    """Serve the console: its static assets, and index.html for every other path."""
+    if asset == "api" or asset.startswith(("api/", "ui/")):
+        raise NotFound(f"no such resource: /{asset}")
+    target = (STATIC / asset).resolve()
+    if asset and target.is_relative_to(STATIC.resolve()) and target.is_file():
+        return FileResponse(target, media_type=_content_type(target))
+    return FileResponse(
+        STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _content_type(path: Path) -> str:
+    return (
+        CONTENT_TYPES.get(path.suffix)
+        or mimetypes.guess_type(path.name)[0]
+        or "application/octet-stream"
+    )
