@@ -15,15 +15,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# bubblewrap gives module workers their own namespaces; tests cover that, not only the
-# rlimits fallback. Installed with apt-get where we are root and it is missing.
+# bubblewrap gives module workers their own namespaces (tests cover that, not only the
+# rlimits fallback); Debian's chromium runs the console's browser tests. Installed with
+# apt-get where we are root and they are missing.
+APT_PACKAGES := bwrap:bubblewrap chromium:chromium
 system-deps:
-	@if ! command -v bwrap >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
-			(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null); \
-		else echo "note: bubblewrap not installed; workers fall back to rlimits"; fi; \
-	fi
+	@for pair in $(APT_PACKAGES); do \
+		tool=$${pair%%:*}; package=$${pair##*:}; \
+		if ! command -v $$tool >/dev/null 2>&1; then \
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+				apt-get install -y -qq $$package >/dev/null 2>&1 || \
+				(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$package >/dev/null); \
+			else echo "note: $$package is not installed (needs root); its tests will skip"; fi; \
+		fi; \
+	done
 
 run: install
 	$(BIN)/modhub serve --examples examples/modules
