@@ -108,13 +108,25 @@ class AuthService:
         raise Unauthorized("wrong user name or password")
 
     def _count_failure(self, key: str, now: datetime) -> None:
-        with self.db.write() as session:
-            row = session.get(LoginThrottle, key) or LoginThrottle(username=key, failures=0)
-            session.add(row)
-            row.failures += 1
-            if row.failures >= self.settings.login_max_failures:
-                row.failures = 0
-                row.locked_until = now + timedelta(seconds=self.settings.login_lockout_seconds)
+        # The row is locked so that concurrent failures are all counted (PostgreSQL), and a
+        # concurrent first failure that inserted the row first makes this one count again.
+        for attempt in range(3):
+            try:
+                with self.db.write() as session:
+                    row = session.get(LoginThrottle, key, with_for_update=True)
+                    if row is None:
+                        row = LoginThrottle(username=key, failures=0)
+                        session.add(row)
+                    row.failures += 1
+                    if row.failures >= self.settings.login_max_failures:
+                        row.failures = 0
+                        row.locked_until = now + timedelta(
+                            seconds=self.settings.login_lockout_seconds
+                        )
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Return the caller named by an `Authorization: Bearer` header value."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -32,6 +32,7 @@ from modhub.registry.types import (
 
 T = TypeVar("T")
 MAX_PAGE = 500
+GRAPH_LOCK = 0x6D6F6468  # PostgreSQL advisory lock held while the dependency graph changes
 
 
 def parse_manifest(data: Any) -> Manifest:
@@ -42,7 +43,29 @@ def parse_manifest(data: Any) -> Manifest:
             f"the manifest has {len(result.errors)} error(s)",
             errors=[{**e.public(), "path": "/manifest" + e.path} for e in result.errors],
         )
-    return Manifest.model_validate(data)
+    manifest = Manifest.model_validate(data)
+    too_long = _too_long(manifest)
+    if too_long:
+        raise InvalidInput(f"the manifest has {len(too_long)} error(s)", errors=too_long)
+    return manifest
+
+
+def _too_long(manifest: Manifest) -> list[dict[str, str]]:
+    """Refuse values longer than their database column, which the manifest leaves unbounded
+    (PostgreSQL would fail on them; SQLite would store them)."""
+    values = [
+        ("/manifest/author", manifest.author, 200),
+        ("/manifest/license", manifest.license, 100),
+    ]
+    values += [
+        (f"/manifest/dependencies/modules/{dep}", rng, 256)
+        for dep, rng in manifest.dependencies.modules.items()
+    ]
+    return [
+        {"path": path, "code": "too_long", "message": f"must be at most {limit} characters long"}
+        for path, value, limit in values
+        if value is not None and len(value) > limit
+    ]
 
 
 class Registry:
@@ -69,12 +92,12 @@ class Registry:
         if status is not None:
             where.append(Module.status == status)
         if q:
-            pattern = f"%{q.lower()}%"
+            needle = q.lower()  # `%` and `_` in it are literal (autoescape)
             where.append(
                 or_(
-                    func.lower(Module.name).like(pattern),
-                    func.lower(Module.display_name).like(pattern),
-                    func.lower(Module.description).like(pattern),
+                    func.lower(Module.name).contains(needle, autoescape=True),
+                    func.lower(Module.display_name).contains(needle, autoescape=True),
+                    func.lower(Module.description).contains(needle, autoescape=True),
                 )
             )
         with self.db.read() as session:
@@ -162,12 +185,14 @@ class Registry:
         return self._detail(session, module)
 
     def _refuse_cycle(self, session: Session, manifest: Manifest) -> None:
+        self._lock_graph(session)
         edges: dict[str, list[str]] = {manifest.name: list(manifest.dependencies.modules)}
         rows = session.execute(
             select(Module.name, ModuleDependency.depends_on).join(ModuleDependency)
         ).all()
         for name, dep in rows:
-            edges.setdefault(name, []).append(dep)
+            if name != manifest.name:
+                edges.setdefault(name, []).append(dep)
         cycle = find_cycle(edges, manifest.name)
         if cycle:
             raise DependencyCycle(cycle)
@@ -189,6 +214,7 @@ class Registry:
             )
 
         def change(session: Session) -> Plan | ModuleDetail:
+            self._lock_graph(session)
             module = _module(session, name, lock=True)
             steps = (
                 self._enable_plan(session, module, cascade)
@@ -303,6 +329,16 @@ class Registry:
         module.last_error = None
         module.updated_at = utcnow()
 
+    def _lock_graph(self, session: Session) -> None:
+        """Wait until no other transaction walks or changes the dependency graph.
+
+        Two registrations could otherwise each close half of a cycle, and status changes
+        that lock modules along the graph in opposite directions could deadlock. SQLite
+        writers queue anyway; on PostgreSQL this is an advisory lock held until commit.
+        """
+        if self.db.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRAPH_LOCK})
+
     @staticmethod
     def _refuse_busy(module: Module) -> None:
         if module.status in (Status.INSTALLING, Status.UPDATING, Status.REMOVING):
@@ -416,9 +452,11 @@ class Registry:
         """Make `version` the active one, in one transaction (the atomic step of an upgrade)."""
 
         def change(session: Session) -> ModuleDetail:
+            self._lock_graph(session)  # graph first, then rows: the order set_status uses
             module = _module(session, name, lock=True)
             row = next(v for v in module.versions if v.version == version)
             manifest = Manifest.model_validate(row.manifest)
+            self._refuse_cycle(session, manifest)  # the graph may have moved since the check
             previous = module.version
             if not (module.status == status == Status.REGISTERED):
                 check_transition(name, module.status, status)
