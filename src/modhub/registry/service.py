@@ -419,7 +419,7 @@ class Registry:
                     select(Module, ModuleDependency.version_range)
                     .join(ModuleDependency)
                     .where(ModuleDependency.depends_on == name)
-                ).tuples()
+                ).all()
                 if not semver.satisfies(version, r)
             ]
             edges: dict[str, list[str]] = {}
@@ -582,7 +582,7 @@ class Registry:
                 .join(ModuleDependency)
                 .where(ModuleDependency.depends_on == module.name)
                 .order_by(Module.name)
-            ).tuples()
+            ).all()
         ]
         by_version = {v.version: v for v in module.versions}
         versions = [
