@@ -504,6 +504,14 @@ def test_permissions_used_and_declared_are_valid() -> None:
     assert validate_manifest(data).valid
 
 
+def test_a_malformed_permissions_list_is_the_only_permission_error() -> None:
+    # the declared permissions are unknown, so uses of them are not reported as undeclared
+    data = with_routes(route(permissions=["vmware:read"]), permissions="vmware:read")
+
+    issue = only_error(validate_manifest(data), "/permissions", "wrong_type")
+    assert_mentions(issue, "an array", "not a string")
+
+
 # --- jobs -----------------------------------------------------------------------------
 
 

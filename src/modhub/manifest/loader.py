@@ -34,7 +34,7 @@ def load_manifest(path: Path) -> Any:
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
-        raise ManifestFileError(file, "file_not_found", "no such file") from None
+        raise ManifestFileError(file, "file_not_found", f"{file} does not exist") from None
     except OSError as exc:
         raise ManifestFileError(file, "unreadable", exc.strerror or str(exc)) from None
     if len(raw) > MAX_MANIFEST_BYTES:

@@ -107,9 +107,11 @@ def _explain(error: ErrorDetails, location: Location) -> tuple[str, str]:
     if kind == "literal_error":
         return "not_allowed", f"must be one of {ctx.get('expected')}, not {error['input']!r}"
     if kind in _TYPE_NAMES:
-        return "wrong_type", f"must be {_TYPE_NAMES[kind]}, not {checks._json_type(error['input'])}"
+        return "wrong_type", (
+            f"{_name(key)} must be {_TYPE_NAMES[kind]}, not {checks._json_type(error['input'])}"
+        )
     if kind in _RANGE_CODES:
-        return "out_of_range", error["msg"].replace("Input should be", "must be")
+        return "out_of_range", f"{_name(key)} " + error["msg"].replace("Input should be", "must be")
     if kind in ("string_too_short", "too_short"):
         return "too_short", error["msg"].replace("Value should", "must").replace(
             "String should", "must"
@@ -123,6 +125,10 @@ def _explain(error: ErrorDetails, location: Location) -> tuple[str, str]:
     if kind in _PYDANTIC_TYPES:
         return "invalid_value", error["msg"]
     return kind, error["msg"]  # one of our own codes (model.py's `_error`)
+
+
+def _name(key: str | int) -> str:
+    return f"'{key}'" if isinstance(key, str) else f"item {key}"
 
 
 def _unknown_field_message(key: str, parent: Location) -> str:
