@@ -116,6 +116,12 @@ class FakePool:
             return await self.answer(call)
         return self.answer
 
+    def retire_soon(self, keep: dict[str, str]) -> None:
+        """Nothing to stop: no worker runs."""
+
+    async def close(self) -> None:
+        """Nothing to stop: no worker runs."""
+
 
 class FakeAuth:
     """Knows the fake TOKENS."""

@@ -17,9 +17,7 @@ from modhub.registry import Status
 from modhub.routes import (
     ModuleConfigs,
     RouteTableHolder,
-    install_openapi,
     load_table,
-    module_router,
     refresh_module,
 )
 from modhub.sandbox import ModuleRuntime
@@ -66,9 +64,12 @@ class Platform:
 @pytest.fixture
 def platform(services: Services, tokens: dict[str, str], tmp_path: Path) -> Iterator[Platform]:
     wired = Wired(services.auth, RouteTableHolder(), FakePool(), ModuleConfigs(services.registry))
+    # The app's own dispatcher serves the wired table and the fake pool; the test refreshes
+    # the table itself with a runtime_for that gives "coded-*" modules code.
+    services.routes = wired.routes
+    services.pool = wired.pool  # type: ignore[assignment]
+    services.module_configs = wired.module_configs
     app = create_app(services=services)
-    app.include_router(module_router(lambda _request: wired), prefix="/api/v1")
-    install_openapi(app, lambda: wired.routes.table)
     with TestClient(app) as client:
         yield Platform(services, wired, client, tokens, tmp_path / "runtimes")
 

@@ -88,7 +88,9 @@ class Context:
             row = session.get(Operation, self.id)
             if row is None:
                 return
-            steps = list(row.steps)
+            # Copies: a step changed in place would compare equal to the stored one, and
+            # SQLAlchemy would then write nothing.
+            steps = [dict(s) for s in row.steps]
             now = utcnow().isoformat()
             if status == "running":
                 steps.append({"name": name, "status": status, "startedAt": now})
@@ -136,7 +138,7 @@ class Operations:
                     module=module,
                     status="running",
                     actor=actor,
-                    detail=detail,
+                    detail={**detail, "owner": OWNER},  # recovery asks if it still runs
                     steps=[],
                     log="",
                 )

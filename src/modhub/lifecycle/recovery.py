@@ -65,8 +65,12 @@ def recover(lifecycle: Lifecycle) -> list[str]:
         if module.name in busy:
             continue
         done.append(_settle(lifecycle, module, starts.get(module.name)))
-    done += _sweep(lifecycle)
-    return done
+    swept = _sweep(lifecycle)
+    if swept:
+        with db.write() as session:
+            for target, action in swept:
+                record(session, SYSTEM, "recovery.cleanup", target, removed=action)
+    return done + [action for _, action in swept]
 
 
 def _running(lifecycle: Lifecycle) -> list[Operation]:
@@ -98,10 +102,20 @@ def _settle(lifecycle: Lifecycle, module: Module, start: str | None) -> str:
     return f"{name}: removal completed"
 
 
-def _sweep(lifecycle: Lifecycle) -> list[str]:
-    layout, done = lifecycle.layout, []
+def _sweep(lifecycle: Lifecycle) -> list[tuple[str | None, str]]:
+    """Remove what no module owns; return (module or None, what was done) for the audit."""
+    layout = lifecycle.layout
+    done: list[tuple[str | None, str]] = []
     with lifecycle.registry.db.read() as session:
-        code = {Path(p) for p in session.scalars(select(ModuleVersion.path)) if p}
+        # By name and version, not by the stored path: a data dir reached by another path
+        # (moved, or through a link) must not have every module's code swept away.
+        code = {
+            layout.code(name, version)
+            for name, version, path in session.execute(
+                select(Module.name, ModuleVersion.version, ModuleVersion.path).join(Module)
+            )
+            if path
+        }
         envs = {
             lifecycle.layout.env(m.name, v)
             for m in session.scalars(select(Module))
@@ -110,7 +124,7 @@ def _sweep(lifecycle: Lifecycle) -> list[str]:
         }
     for staging in _children(layout.staging):
         remove_tree(staging)
-        done.append(f"removed staging folder {staging.name}")
+        done.append((None, f"removed staging folder {staging.name}"))
     for folder, keep, remove in (
         (layout.modules, code, remove_tree),
         (layout.envs, envs, remove_env),
@@ -118,7 +132,9 @@ def _sweep(lifecycle: Lifecycle) -> list[str]:
         for version in (v for m in _children(folder) for v in _children(m)):
             if version not in keep:
                 remove(version)
-                done.append(f"removed orphaned {version.relative_to(layout.root)}")
+                done.append(
+                    (version.parent.name, f"removed orphaned {version.relative_to(layout.root)}")
+                )
         for empty in _children(folder):
             if not any(empty.iterdir()):
                 empty.rmdir()

@@ -43,8 +43,9 @@ class RouteSync:
     def load(self) -> RouteTable:
         """Build the whole table from the registry and serve it."""
         self._fingerprint = self.fingerprint()
-        table = load_table(self.registry, self.runtime_for)
-        self.holder.swap(table)
+        # Built under the writers' lock: a reload that read the registry before a change
+        # cannot swap in after the listener that saw the change.
+        table = self.holder.update(lambda _old: load_table(self.registry, self.runtime_for))
         self.retire(_served(table))
         return table
 

@@ -10,8 +10,10 @@ modhub runs as root under bwrap, drops to a user id of its own.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 import zlib
 from dataclasses import dataclass
@@ -135,6 +137,12 @@ def command(
         "/proc",
         "--dev",
         "/dev",
+        # The module's uid must be able to write its private /tmp (its HOME and TMPDIR):
+        # bwrap, run as real root, would make it a root-owned 0755 tmpfs. The tmpfs lives
+        # in memory outside RLIMIT_AS, so it is capped at the module's memory limit.
+        "--perms",
+        "1777",
+        *(["--size", str(runtime.memory_mb * 1024 * 1024)] if _tmpfs_size_option(bwrap) else []),
         "--tmpfs",
         "/tmp",
     ]
@@ -157,6 +165,16 @@ def command(
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", *worker], env
+
+
+@functools.cache
+def _tmpfs_size_option(bwrap: str) -> bool:
+    """Return whether this bwrap knows `--size` (bubblewrap 0.8 and later)."""
+    try:
+        found = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--size" in found.stdout + found.stderr
 
 
 def _interpreter_roots() -> list[Path]:

@@ -54,6 +54,7 @@ class Worker:
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     last_used: float = field(default_factory=time.monotonic)
     retiring: bool = False
+    failed: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -203,6 +204,7 @@ class WorkerPool:
                     reason = f"the worker sent {size} bytes, over the {limit} limit"
                     break
                 message = json.loads(await stdout.readexactly(size))
+                self.health[worker.runtime.key].failures = 0  # it answers: forget old crashes
                 future = worker.pending.get(message.get("id"))
                 if future is not None and not future.done():
                     future.set_result(message)
@@ -216,14 +218,25 @@ class WorkerPool:
         stderr = worker.process.stderr
         assert stderr is not None
         lines = self.logs[worker.runtime.name]
-        with contextlib.suppress(ValueError, ConnectionError):
-            async for raw in stderr:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                try:
+                    raw = await stderr.readline()
+                except ValueError:
+                    # A line over the reader's limit, which the reader dropped: keep
+                    # reading, or the module's log goes silent and its pipe fills up.
+                    raw = b"modhub: dropped an over-long line of the module's output\n"
+                if not raw:
+                    break
                 line = raw.decode(errors="replace").rstrip()
                 lines.append(line)
                 log.info("[%s] %s", worker.runtime.key, line)
 
     async def _fail(self, worker: Worker, reason: str) -> None:
         """Kill a worker that misbehaved, fail its requests, and back off its restarts."""
+        if worker.failed:
+            return  # one failure, seen twice: by a timed-out call, then by its reader at EOF
+        worker.failed = True
         if self.workers.get(worker.runtime.key) is worker:
             del self.workers[worker.runtime.key]
         crashed = worker.process.returncode not in (None, 0) or not worker.retiring

@@ -101,10 +101,9 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
         raise NotFound(f"module '{name}' has no UI files")
     folders = {str(PurePosixPath(p.component).parent) for p in manifest.capabilities.ui.pages}
     relative = PurePosixPath(file_path)
-    if (
-        ".." in relative.parts
-        or (str(relative.parent) not in folders
-        and not any(relative.is_relative_to(f) for f in folders if f != "."))
+    if ".." in relative.parts or (
+        str(relative.parent) not in folders
+        and not any(relative.is_relative_to(f) for f in folders if f != ".")
     ):
         raise NotFound(f"'{file_path}' is not in the UI folder of module '{name}'")
     root = Path(row.path).resolve()
@@ -125,7 +124,11 @@ def console(asset: str) -> Response:
         raise NotFound(f"no such resource: /{asset}")
     target = (STATIC / asset).resolve()
     if asset and target.is_relative_to(STATIC.resolve()) and target.is_file():
-        return FileResponse(target, media_type=_content_type(target))
+        # Revalidated on every load (ETag): after an upgrade, no module of the console
+        # may come from the browser's heuristic cache while index.html is new.
+        return FileResponse(
+            target, media_type=_content_type(target), headers={"Cache-Control": "no-cache"}
+        )
     return FileResponse(
         STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
     )

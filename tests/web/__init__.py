@@ -1,0 +1,1 @@
+"""Browser tests of the web console: Debian's Chromium driven by Playwright, real server."""
