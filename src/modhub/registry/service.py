@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from modhub import semver
 from modhub.db import Database
@@ -18,16 +18,22 @@ from modhub.keys import SecretBox
 from modhub.manifest import Manifest, validate_manifest
 from modhub.registry import config as configs
 from modhub.registry.graph import find_cycle
+from modhub.registry.planning import disable_plan, enable_plan
+from modhub.registry.rows import (
+    active_manifest,
+    dependents,
+    descriptive,
+    detail,
+    find_module,
+    refuse_busy,
+    summary,
+)
 from modhub.registry.status import Status, check_transition, path_to
 from modhub.registry.types import (
-    Dependency,
-    Dependent,
     ModuleDetail,
     ModulePage,
-    ModuleSummary,
     Plan,
     PlanStep,
-    VersionInfo,
 )
 
 T = TypeVar("T")
@@ -105,18 +111,18 @@ class Registry:
             rows = session.scalars(
                 select(Module).where(*where).order_by(Module.name).limit(limit).offset(offset)
             ).all()
-            items = [_summary(m) for m in rows]
+            items = [summary(m) for m in rows]
         return ModulePage(items=items, total=total, limit=limit, offset=offset)
 
     def get(self, name: str) -> ModuleDetail:
         """Return a module with its manifest, masked config, dependencies and versions."""
         with self.db.read() as session:
-            return self._detail(session, _module(session, name))
+            return detail(session, find_module(session, name))
 
     def manifest(self, name: str) -> Manifest:
         """Return the typed manifest of a module's active version."""
         with self.db.read() as session:
-            return _active_manifest(session, _module(session, name))
+            return active_manifest(session, find_module(session, name))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -164,7 +170,7 @@ class Registry:
                 status=Status.REGISTERED,
                 config=configs.initial_config(manifest, self.box),
                 path=path,
-                **_descriptive(manifest),
+                **descriptive(manifest),
             )
             module.dependencies = [
                 ModuleDependency(depends_on=dep, version_range=rng)
@@ -182,7 +188,7 @@ class Registry:
         )
         session.flush()
         record(session, actor, "module.register", manifest.name, version=manifest.version)
-        return self._detail(session, module)
+        return detail(session, module)
 
     def _refuse_cycle(self, session: Session, manifest: Manifest) -> None:
         self._lock_graph(session)
@@ -215,101 +221,19 @@ class Registry:
 
         def change(session: Session) -> Plan | ModuleDetail:
             self._lock_graph(session)
-            module = _module(session, name, lock=True)
+            module = find_module(session, name, lock=True)
             steps = (
-                self._enable_plan(session, module, cascade)
+                enable_plan(session, module, cascade)
                 if target == Status.ENABLED
-                else self._disable_plan(session, module, cascade)
+                else disable_plan(session, module, cascade)
             )
             if dry_run:
                 return Plan(dry_run=True, steps=[s for _, s in steps])
             for row, step in steps:
                 self._move(session, row, Status(step.to or target), actor)
-            return self._detail(session, module)
+            return detail(session, module)
 
         return self._write(change, read_only=dry_run, notify=name)
-
-    def _enable_plan(
-        self, session: Session, module: Module, cascade: bool
-    ) -> list[tuple[Module, PlanStep]]:
-        plan: list[tuple[Module, PlanStep]] = []
-        unmet: list[dict[str, str]] = []
-        unconfigured: list[dict[str, Any]] = []
-        visiting: set[str] = set()
-
-        def visit(row: Module) -> None:
-            if row.name in visiting or any(m is row for m, _ in plan):
-                return
-            visiting.add(row.name)
-            for dep in row.dependencies:
-                other = _module(session, dep.depends_on, lock=True, missing_ok=True)
-                reason = _unmet(dep, other)
-                if other is not None and reason is None and other.status != Status.ENABLED:
-                    if cascade:
-                        visit(other)
-                        continue
-                    reason = f"is {other.status}, not ENABLED (use ?cascade=true)"
-                if reason:
-                    unmet.append(
-                        {
-                            "module": row.name,
-                            "dependency": dep.depends_on,
-                            "range": dep.version_range,
-                            "reason": reason,
-                        }
-                    )
-            self._refuse_busy(row)
-            missing = configs.missing_required(_active_manifest(session, row), row.config)
-            if missing:
-                unconfigured.append({"module": row.name, "keys": missing})
-            if row.status != Status.ENABLED:
-                plan.append(
-                    (row, PlanStep(module=row.name, from_=Status(row.status), to=Status.ENABLED))
-                )
-
-        visit(module)
-        if unmet or unconfigured:
-            reasons = [f"{u['dependency']} {u['reason']}" for u in unmet] + [
-                f"{c['module']} needs config {', '.join(c['keys'])}" for c in unconfigured
-            ]
-            raise Conflict(
-                f"cannot enable '{module.name}': " + "; ".join(reasons),
-                unmet=unmet,
-                missingConfig=unconfigured,
-            )
-        return plan
-
-    def _disable_plan(
-        self, session: Session, module: Module, cascade: bool
-    ) -> list[tuple[Module, PlanStep]]:
-        plan: list[tuple[Module, PlanStep]] = []
-        blocking: list[str] = []
-        seen: set[str] = set()
-
-        def visit(row: Module) -> None:
-            if row.name in seen:
-                return
-            seen.add(row.name)
-            for dependent in _dependents(session, row.name, lock=True):
-                if dependent.status == Status.ENABLED:
-                    if cascade:
-                        visit(dependent)
-                    else:
-                        blocking.append(dependent.name)
-            self._refuse_busy(row)
-            if row.status != Status.DISABLED:
-                plan.append(
-                    (row, PlanStep(module=row.name, from_=Status(row.status), to=Status.DISABLED))
-                )
-
-        visit(module)
-        if blocking:
-            raise Conflict(
-                f"cannot disable '{module.name}': enabled dependents {', '.join(blocking)} "
-                "(use ?cascade=true to disable them first)",
-                dependents=blocking,
-            )
-        return plan
 
     def _move(self, session: Session, module: Module, target: Status, actor: str) -> None:
         if module.status == Status.REGISTERED and module.path is not None:
@@ -339,18 +263,13 @@ class Registry:
         if self.db.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRAPH_LOCK})
 
-    @staticmethod
-    def _refuse_busy(module: Module) -> None:
-        if module.status in (Status.INSTALLING, Status.UPDATING, Status.REMOVING):
-            raise Conflict(f"module '{module.name}' is {module.status}; try again when it is done")
-
     def transition(
         self, name: str, target: Status, *, actor: str, error: str | None = None
     ) -> ModuleDetail:
         """Move one module one step through the state machine (used by the lifecycle)."""
 
         def change(session: Session) -> ModuleDetail:
-            module = _module(session, name, lock=True)
+            module = find_module(session, name, lock=True)
             check_transition(name, module.status, target)
             record(
                 session,
@@ -363,21 +282,21 @@ class Registry:
             module.status = target
             module.last_error = error
             module.updated_at = utcnow()
-            return self._detail(session, module)
+            return detail(session, module)
 
         return self._write(change, notify=name)
 
     def record_error(self, name: str, error: str) -> None:
         """Set a module's `lastError` without changing its status."""
         with self.db.write() as session:
-            module = _module(session, name, lock=True, missing_ok=True)
+            module = find_module(session, name, lock=True, missing_ok=True)
             if module is not None:
                 module.last_error = error
 
     def version_info(self, name: str, version: str | None = None) -> tuple[Manifest, ModuleVersion]:
         """Return the typed manifest and the row of a version (the active one by default)."""
         with self.db.read() as session:
-            module = _module(session, name)
+            module = find_module(session, name)
             wanted = version or module.version
             row = next((v for v in module.versions if v.version == wanted), None)
             if row is None:
@@ -393,7 +312,7 @@ class Registry:
         module is), every dependent's range must accept it, and no cycle may appear.
         """
         with self.db.read() as session:
-            module = _module(session, name)
+            module = find_module(session, name)
             row = next((v for v in module.versions if v.version == version), None)
             if row is None:
                 raise NotFound(
@@ -406,7 +325,7 @@ class Registry:
             manifest = Manifest.model_validate(row.manifest)
             problems: list[str] = []
             for dep, rng in manifest.dependencies.modules.items():
-                other = _module(session, dep, missing_ok=True)
+                other = find_module(session, dep, missing_ok=True)
                 if other is None:
                     problems.append(f"dependency {dep} is not registered")
                 elif not semver.satisfies(other.version, rng):
@@ -453,7 +372,7 @@ class Registry:
 
         def change(session: Session) -> ModuleDetail:
             self._lock_graph(session)  # graph first, then rows: the order set_status uses
-            module = _module(session, name, lock=True)
+            module = find_module(session, name, lock=True)
             row = next(v for v in module.versions if v.version == version)
             manifest = Manifest.model_validate(row.manifest)
             self._refuse_cycle(session, manifest)  # the graph may have moved since the check
@@ -467,7 +386,7 @@ class Registry:
             module.status = status
             module.last_error = None
             module.updated_at = utcnow()
-            for key, value in _descriptive(manifest).items():
+            for key, value in descriptive(manifest).items():
                 setattr(module, key, value)
             module.dependencies = [
                 ModuleDependency(depends_on=dep, version_range=rng)
@@ -481,7 +400,7 @@ class Registry:
                 name,
                 **{"from": str(Status.UPDATING), "to": str(status)},
             )
-            return self._detail(session, module)
+            return detail(session, module)
 
         return self._write(change, notify=name)
 
@@ -489,8 +408,8 @@ class Registry:
         """Replace a module's config; return it masked. Every invalid field is listed."""
 
         def change(session: Session) -> dict[str, Any]:
-            module = _module(session, name, lock=True)
-            manifest = _active_manifest(session, module)
+            module = find_module(session, name, lock=True)
+            manifest = active_manifest(session, module)
             new, changed = configs.update_config(manifest, module.config, incoming, self.box)
             if changed:
                 module.config = new
@@ -503,33 +422,33 @@ class Registry:
     def stored_config(self, name: str) -> dict[str, Any]:
         """Return a module's config as stored (secrets sealed)."""
         with self.db.read() as session:
-            return dict(_module(session, name).config)
+            return dict(find_module(session, name).config)
 
     def previous_version(self, name: str) -> str | None:
         """Return the version a rollback would return to."""
         with self.db.read() as session:
-            previous: str | None = _module(session, name).previous_version
+            previous: str | None = find_module(session, name).previous_version
             return previous
 
     def config_for_code(self, name: str) -> dict[str, Any]:
         """Return a module's config with secrets in clear, for its own handlers only."""
         with self.db.read() as session:
-            return configs.unsealed(_module(session, name).config, self.box)
+            return configs.unsealed(find_module(session, name).config, self.box)
 
     def delete(self, name: str, *, actor: str, dry_run: bool = False) -> Plan | None:
         """Remove a module with every version; refused while others depend on it."""
 
         def change(session: Session) -> Plan | None:
-            module = _module(session, name, lock=True)
-            dependents = _dependents(session, name)
-            if dependents:
-                names = ", ".join(d.name for d in dependents)
+            module = find_module(session, name, lock=True)
+            users = dependents(session, name)
+            if users:
+                names = ", ".join(d.name for d in users)
                 raise Conflict(
                     f"cannot remove '{name}': {names} depend(s) on it",
-                    dependents=[d.name for d in dependents],
+                    dependents=[d.name for d in users],
                 )
             if module.status != Status.REMOVING:
-                self._refuse_busy(module)
+                refuse_busy(module)
             if dry_run:
                 return Plan(
                     dry_run=True,
@@ -560,103 +479,3 @@ class Registry:
         for listener in self.listeners:
             listener(notify)
         return result
-
-    def _detail(self, session: Session, module: Module) -> ModuleDetail:
-        active = next(v for v in module.versions if v.version == module.version)
-        deps = []
-        for dep in module.dependencies:
-            other = _module(session, dep.depends_on, missing_ok=True)
-            deps.append(
-                Dependency(
-                    name=dep.depends_on,
-                    range=dep.version_range,
-                    installed_version=other.version if other else None,
-                    status=Status(other.status) if other else None,
-                    satisfied=_unmet(dep, other) is None,
-                )
-            )
-        dependents = [
-            Dependent(name=m.name, range=r, version=m.version, status=Status(m.status))
-            for m, r in session.execute(
-                select(Module, ModuleDependency.version_range)
-                .join(ModuleDependency)
-                .where(ModuleDependency.depends_on == module.name)
-                .order_by(Module.name)
-            ).all()
-        ]
-        by_version = {v.version: v for v in module.versions}
-        versions = [
-            VersionInfo(
-                version=v, registered_at=by_version[v].created_at, active=v == module.version
-            )
-            for v in reversed(semver.sort_versions(by_version))
-        ]
-        return ModuleDetail(
-            **_summary(module).model_dump(),
-            manifest=active.manifest,
-            config=configs.masked(module.config),
-            dependencies=deps,
-            dependents=dependents,
-            versions=versions,
-            previous_version=module.previous_version,
-            path=module.path,
-        )
-
-
-def _module(session: Session, name: str, *, lock: bool = False, missing_ok: bool = False) -> Any:
-    query = (
-        select(Module)
-        .where(Module.name == name)
-        .options(selectinload(Module.versions), selectinload(Module.dependencies))
-    )
-    module = session.scalars(query.with_for_update() if lock else query).first()
-    if module is None and not missing_ok:
-        raise NotFound(f"no module named '{name}'", module=name)
-    return module
-
-
-def _dependents(session: Session, name: str, *, lock: bool = False) -> Sequence[Module]:
-    query = (
-        select(Module)
-        .join(ModuleDependency)
-        .where(ModuleDependency.depends_on == name)
-        .order_by(Module.name)
-    )
-    return session.scalars(query.with_for_update() if lock else query).all()
-
-
-def _active_manifest(session: Session, module: Module) -> Manifest:
-    active = next(v for v in module.versions if v.version == module.version)
-    return Manifest.model_validate(active.manifest)
-
-
-def _unmet(dep: ModuleDependency, other: Module | None) -> str | None:
-    if other is None:
-        return "is not registered"
-    if not semver.satisfies(other.version, dep.version_range):
-        return f"is at version {other.version}, outside {dep.version_range}"
-    return None
-
-
-def _summary(module: Module) -> ModuleSummary:
-    return ModuleSummary(
-        name=module.name,
-        version=module.version,
-        display_name=module.display_name,
-        description=module.description,
-        author=module.author,
-        license=module.license,
-        status=Status(module.status),
-        last_error=module.last_error,
-        created_at=module.created_at,
-        updated_at=module.updated_at,
-    )
-
-
-def _descriptive(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "display_name": manifest.display_name,
-        "description": manifest.description,
-        "author": manifest.author,
-        "license": manifest.license,
-    }
