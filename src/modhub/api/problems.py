@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from modhub.errors import ModhubError, TooManyAttempts, Unauthorized
@@ -60,6 +61,11 @@ def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     errors = []
     for error in exc.errors():
         where, *rest = error["loc"] or ("body",)
+        if error["type"] == "json_invalid":
+            # The location is a character offset, not a field: the whole body is at fault.
+            position, rest = rest[0] if rest else "?", []
+            reason = (error.get("ctx") or {}).get("error", "not valid JSON")
+            error = {**error, "msg": f"JSON decode error at character {position}: {reason}"}
         pointer = "".join(f"/{p}" for p in rest)
         errors.append(
             {
@@ -79,8 +85,18 @@ def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
-    kinds = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
+    titles = {
+        400: "Bad request",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Payload too large",
+    }
+    kinds = {
+        400: "bad-request",
+        404: "not-found",
+        405: "method-not-allowed",
+        413: "payload-too-large",
+    }
     response = problem(
         exc.status_code,
         titles.get(exc.status_code, "Error"),
@@ -90,6 +106,20 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
     return response
+
+
+def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value of the request (PostgreSQL: NUL characters, a string
+    # longer than its column): the input is at fault, not the server.
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+    log.warning("the database refused a value of a request: %s", reason)
+    return problem(
+        422,
+        "Invalid input",
+        f"a value of the request cannot be stored: {reason}",
+        "invalid-input",
+    )
 
 
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -104,6 +134,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ModhubError, _modhub_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)
 
 

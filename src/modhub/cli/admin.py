@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -95,6 +96,7 @@ def serve(
         f"modhub serving on http://{settings.host}:{settings.port} "
         f"(data in {settings.data_dir}, database {services.db.dialect})"
     )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(services=services),
         host=settings.host,

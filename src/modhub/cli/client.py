@@ -88,6 +88,14 @@ def install(
     else:
         module = _upload(path, url, token)
     name = module["name"]
+    if module["status"] in ("ENABLED", "DISABLED"):
+        newest = module["versions"][0]["version"] if module["versions"] else module["version"]
+        out.print(
+            f"{name} is installed at {module['version']} ({module['status']}); "
+            f"{newest} is registered beside it: "
+            f"`modhub module upgrade {name} {newest}` switches to it"
+        )
+        return
     out.print(f"registered {name} {module['version']}")
     target = "ENABLED" if enable_after else "DISABLED"
     result = call("PUT", url, token, f"/modules/{name}/status", json={"status": target})
@@ -281,6 +289,13 @@ def rollback(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Return a module to the version it had before its last upgrade."""
     result = wait_for(call("POST", url, token, f"/modules/{name}/rollback"), url, token)
     out.print(f"{name} is back at {result['version']} ({result['status']})")
+
+
+@module_app.command("logs")
+def logs(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print the tail of a module's worker log."""
+    for line in call("GET", url, token, f"/modules/{name}/logs")["lines"]:
+        typer.echo(line)
 
 
 @module_app.command("verify")

@@ -68,11 +68,13 @@ class JobRunner:
         self._module_load: dict[str, int] = defaultdict(int)
         self._fingerprint: object = None
         self._pruned_at: datetime | None = None
+        self._loaded = False
 
     # -- what is scheduled -----------------------------------------------------------------
 
     def refresh(self, now: datetime) -> None:
         """Load the jobs of every ENABLED module; cancel runs of modules that stopped."""
+        seen_at = utc_now()  # the real clock, as `JobRun.created_at`
         specs: dict[tuple[str, str], JobSpec] = {}
         offset = 0
         while True:
@@ -98,13 +100,24 @@ class JobRunner:
                     task.cancel()
             if cancelled:
                 log.info("cancelled %d run(s) of %s: no longer enabled", cancelled, module)
+        # Queued runs no version here can start (an upgraded module's, or a module's that
+        # stopped while this process was down) would never run and would fill `ready`.
+        stale = self.store.cancel_stale(versions, seen_at, now)
+        if stale:
+            log.info("cancelled %d queued run(s) of modules not enabled at their version", stale)
         for key in specs.keys() - self.specs.keys():
-            self.last[key] = self.store.last_scheduled(*key) or now
+            # At start-up a job resumes after its last fired tick (missed ticks coalesce or
+            # are skipped); a job that appears later (its module was just enabled) starts
+            # from now: ticks while the module was disabled were not missed, but stopped.
+            last = self.store.last_scheduled(*key) if not self._loaded else None
+            self.last[key] = last or now
         self.specs = specs
+        self._loaded = True
 
     def jobs_of(self, module: str, count: int = 3) -> list[dict[str, Any]]:
         """Return a module's jobs with their next fire times (for the API)."""
-        manifest = self.registry.manifest(module)
+        manifest, row = self.registry.version_info(module)
+        runnable = row.path is not None and self.registry.get(module).status == Status.ENABLED
         now = self.clock()
         return [
             {
@@ -116,7 +129,7 @@ class JobRunner:
                 "retries": job.retries,
                 "misfire": job.misfire,
                 "nextRuns": [t.isoformat() for t in next_fires(job, now, count)]
-                if (module, job.name) in self.specs
+                if runnable
                 else [],
             }
             for job in manifest.capabilities.jobs.handlers
@@ -146,17 +159,20 @@ class JobRunner:
         return fired
 
     def run_now(self, module: str, job: str) -> RunView:
-        """Queue a run of `job` right now (the API's "run now")."""
-        spec = self.specs.get((module, job))
-        if spec is None:
-            manifest = self.registry.manifest(module)
-            if not any(j.name == job for j in manifest.capabilities.jobs.handlers):
-                raise NotFound(f"module '{module}' has no job '{job}'")
+        """Queue a run of `job` right now (the API's "run now").
+
+        Asks the registry, not `self.specs`: those are loaded by `tick`, which a process
+        with the scheduler off never runs, and which lags an enable by up to a tick.
+        """
+        manifest, row = self.registry.version_info(module)
+        if not any(j.name == job for j in manifest.capabilities.jobs.handlers):
+            raise NotFound(f"module '{module}' has no job '{job}'")
+        if self.registry.get(module).status != Status.ENABLED:
             raise HandlerMissing(f"module '{module}' is not enabled: its jobs cannot run")
-        if spec.runtime is None:
+        if row.path is None:
             raise HandlerMissing(f"module '{module}' has no code: job '{job}' cannot run")
         now = self.clock()
-        run = self.store.enqueue(module, job, spec.version, now, trigger="manual")
+        run = self.store.enqueue(module, job, manifest.version, now, trigger="manual")
         if run is None:
             raise ModhubError("could not queue the run; try again")
         return run

@@ -181,6 +181,31 @@ class RunStore:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def cancel_stale(self, enabled: dict[str, str], seen_at: datetime, now: datetime) -> int:
+        """Cancel queued runs of modules not in `enabled` (name → version) or of another
+        version: nothing would ever start them. Only runs created before `seen_at` (when
+        `enabled` was read) count: a newer one may be of a module enabled since."""
+        with self.db.write() as session:
+            queued = (JobRun.status == "queued", JobRun.created_at < seen_at)
+            pairs = session.execute(
+                select(JobRun.module, JobRun.version).where(*queued).distinct()
+            ).all()
+            cancelled = 0
+            for module, version in pairs:
+                if enabled.get(module) == version:
+                    continue
+                result = session.execute(
+                    update(JobRun)
+                    .where(JobRun.module == module, JobRun.version == version, *queued)
+                    .values(
+                        status="cancelled",
+                        finished_at=now,
+                        error=f"cancelled: {module} {version} is not enabled",
+                    )
+                )
+                cancelled += int(result.rowcount)  # type: ignore[attr-defined]
+            return cancelled
+
     def interrupt_running(self, now: datetime) -> int:
         """At start-up: runs left running by a stopped process are failed."""
         with self.db.write() as session:

@@ -61,7 +61,8 @@ def set_limits(memory_mb: int, cpu_seconds: int, nofile: int, nproc: int) -> Non
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    if nproc > 0:  # only under a uid of the module's own: NPROC counts every process of a uid
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -85,6 +86,7 @@ class Worker:
         self.out = out
         self.lock = threading.Lock()
         self.cache: dict[str, Any] = {}
+        self.functions: dict[str, Any] = {}
         self.threads = ThreadPoolExecutor(max_workers=concurrency)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -113,7 +115,11 @@ class Worker:
         kind = message["kind"]
         if kind == "ping":
             return {"ok": True, "result": "pong"}
-        function = self.loading.load_handler(self.module_dir, message["handler"], self.cache)
+        ref = message["handler"]
+        function = self.functions.get(ref)
+        if function is None:
+            function = self.loading.load_handler(self.module_dir, ref, self.cache)
+            self.functions[ref] = function
         payload, config = message["payload"], message.get("config") or {}
         if kind == "job":
             context = JobContext(
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     threading.stack_size(1024 * 1024)  # thread stacks count against the memory limit
-    set_limits(args.memory_mb, args.cpu_seconds, args.nofile, args.nproc)
+    set_limits(args.memory_mb, args.cpu_seconds, args.nofile, args.nproc if args.uid > 0 else 0)
     drop_privileges(args.uid)
     os.chdir(args.module_dir)
     worker = Worker(Path(args.module_dir), protocol_out, args.concurrency)

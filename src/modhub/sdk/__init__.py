@@ -9,13 +9,15 @@ a JSON response with status 200; `bytes` become `application/octet-stream`.
 """
 
 from modhub.sdk.loading import HandlerNotFound, call_handler, load_handler, run_job, to_response
-from modhub.sdk.types import JobContext, Request, Response, User
+from modhub.sdk.types import JobContext, JobHandler, Request, Response, RouteHandler, User
 
 __all__ = [
     "HandlerNotFound",
     "JobContext",
+    "JobHandler",
     "Request",
     "Response",
+    "RouteHandler",
     "User",
     "call_handler",
     "load_handler",

@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import inspect
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,9 @@ from typing import Any
 from modhub.sdk.types import JobContext, Request, Response
 
 DEFAULT_FUNCTION = "handler"
+# One import at a time: a handler file is in sys.modules before its code has run, and a
+# second thread must not take that half-made module for the finished one.
+_IMPORTING = threading.RLock()
 
 
 class HandlerNotFound(Exception):
@@ -44,20 +48,37 @@ def load_handler(
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     dotted = ".".join(path.relative_to(root).with_suffix("").parts)
-    module = (cache or {}).get(dotted) or sys.modules.get(dotted)
+    module = cache.get(dotted) if cache is not None else None
     if module is None or getattr(module, "__file__", None) != str(path):
-        spec = importlib.util.spec_from_file_location(dotted, path)
-        if spec is None or spec.loader is None:
-            raise HandlerNotFound(f"cannot import '{file}'")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[dotted] = module
-        spec.loader.exec_module(module)
+        with _IMPORTING:
+            module = _import(dotted, path, file)
         if cache is not None:
             cache[dotted] = module
     target = getattr(module, function, None)
     if not callable(target):
         raise HandlerNotFound(f"'{file}' has no function '{function}'")
     return target  # type: ignore[no-any-return]
+
+
+def _import(dotted: str, path: Path, file: str) -> ModuleType:
+    """Return the module of handler file `path`, importing it unless it is already loaded."""
+    module = sys.modules.get(dotted)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(dotted, path)
+    if spec is None or spec.loader is None:
+        raise HandlerNotFound(f"cannot import '{file}'")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[dotted] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        # As the import system does: a failed import leaves nothing behind, so the next
+        # call imports the file again instead of finding a module without its functions.
+        if sys.modules.get(dotted) is module:
+            del sys.modules[dotted]
+        raise
+    return module
 
 
 def to_response(value: Any) -> Response:
@@ -73,8 +94,26 @@ def invoke(function: Callable[..., Any], argument: Any) -> Any:
     """Call a sync or async handler and return its result."""
     result = function(argument)
     if inspect.isawaitable(result):
-        return asyncio.run(_await(result))
+        return asyncio.run_coroutine_threadsafe(_await(result), _handler_loop()).result()
     return result
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _handler_loop() -> asyncio.AbstractEventLoop:
+    """Return the event loop async handlers run on: one for the process, as in a worker.
+
+    A handler may keep loop-bound objects between calls (an `httpx.AsyncClient` made at
+    import), and the caller may itself be running a loop (an async test).
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="modhub-handlers", daemon=True).start()
+        return _loop
 
 
 async def _await(awaitable: Any) -> Any:

@@ -6,7 +6,7 @@ import json as _json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,17 @@ class JobContext:
     config: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("module"))
+
+
+class RouteHandler(Protocol):
+    """The contract of a route handler: `def handler(request)` (or `async def`)."""
+
+    def __call__(self, request: Request, /) -> Any:
+        """Answer a request with a Response, bytes, or any JSON-serialisable value."""
+
+
+class JobHandler(Protocol):
+    """The contract of a job handler: `def handler(context)` (or `async def`)."""
+
+    def __call__(self, context: JobContext, /) -> Any:
+        """Run one job attempt and return a JSON-serialisable result (or None)."""

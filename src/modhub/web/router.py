@@ -10,7 +10,7 @@ import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
 from modhub.api.deps import ServicesDep, authenticated
@@ -117,21 +117,35 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
     )
 
 
-@console_router.get("/{asset:path}")
-def console(asset: str) -> Response:
-    """Serve the console: its static assets, and index.html for every other path."""
-    if asset == "api" or asset.startswith(("api/", "ui/")):
-        raise NotFound(f"no such resource: /{asset}")
-    target = (STATIC / asset).resolve()
-    if asset and target.is_relative_to(STATIC.resolve()) and target.is_file():
-        # Revalidated on every load (ETag): after an upgrade, no module of the console
-        # may come from the browser's heuristic cache while index.html is new.
-        return FileResponse(
-            target, media_type=_content_type(target), headers={"Cache-Control": "no-cache"}
-        )
+PAGES = ("/", "/login", "/modules", "/modules/{name}", "/m/{rest:path}")
+ASSETS = ("/{name}.js", "/{name}.css", "/views/{name}.js")
+
+
+def console_page() -> Response:
+    """Serve index.html: the console's router takes the path from there."""
     return FileResponse(
         STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
     )
+
+
+def console_asset(request: Request) -> Response:
+    """Serve one of the console's own files."""
+    asset = request.url.path.lstrip("/")
+    target = (STATIC / asset).resolve()
+    if not target.is_relative_to(STATIC.resolve()) or not target.is_file():
+        raise NotFound(f"no such console file: /{asset}")
+    # Revalidated on every load (ETag): after an upgrade, no module of the console
+    # may come from the browser's heuristic cache while index.html is new.
+    return FileResponse(
+        target, media_type=_content_type(target), headers={"Cache-Control": "no-cache"}
+    )
+
+
+# Only the console's own paths: an unknown /api/... path stays a 404 (or 405) problem.
+for _path in PAGES:
+    console_router.add_api_route(_path, console_page, methods=["GET"])
+for _path in ASSETS:
+    console_router.add_api_route(_path, console_asset, methods=["GET"])
 
 
 def _content_type(path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from modhub.api.deps import ServicesDep, require
 from modhub.api.problems import responses
@@ -15,6 +15,8 @@ router = APIRouter(tags=["jobs"])
 Reader = Annotated[Principal, Depends(require(Permission.MODULES_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.MODULES_WRITE))]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+# Bounded so that no number reaches the database beyond what it stores (SQLite: 64 bits).
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/modules/{name}/jobs", responses=responses(401, 403, 404))
@@ -39,19 +41,19 @@ def list_runs(
     job: Annotated[str | None, Query(max_length=64)] = None,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> RunPage:
     """Return job runs, newest first, filtered by module, job and status."""
     return svc.jobs.store.list(module=module, job=job, status=status, limit=limit, offset=offset)
 
 
 @router.get("/jobs/runs/{run_id}", responses=responses(401, 403, 404))
-def get_run(run_id: int, svc: ServicesDep, _principal: Reader) -> RunView:
+def get_run(run_id: RunId, svc: ServicesDep, _principal: Reader) -> RunView:
     """Return one run with its result or error and the tail of its log."""
     return svc.jobs.store.get(run_id)
 
 
 @router.post("/jobs/runs/{run_id}/cancel", responses=responses(401, 403, 404, 409))
-async def cancel_run(run_id: int, svc: ServicesDep, _principal: Writer) -> RunView:
+async def cancel_run(run_id: RunId, svc: ServicesDep, _principal: Writer) -> RunView:
     """Cancel a queued or running run."""
     return await svc.jobs.cancel(run_id)

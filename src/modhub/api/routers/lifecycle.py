@@ -87,6 +87,17 @@ def verify(name: str, svc: ServicesDep, _principal: Reader) -> Verification:
     return Verification(intact=not changes, changes=changes)
 
 
+class ModuleLog(Shape):
+    lines: list[str]
+
+
+@router.get("/modules/{name}/logs", responses=responses(401, 403, 404))
+def module_logs(name: str, svc: ServicesDep, _principal: Reader) -> ModuleLog:
+    """Return the tail of the module's worker log (handler tracebacks, print output)."""
+    svc.registry.get(name)  # 404 for an unknown module
+    return ModuleLog(lines=list(svc.pool.logs.get(name, [])))
+
+
 @router.get("/operations/{op_id}", responses=responses(401, 403, 404))
 def get_operation(op_id: str, svc: ServicesDep, _principal: Reader) -> OperationView:
     """Return a lifecycle operation with its steps and the tail of its log."""

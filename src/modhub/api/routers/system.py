@@ -50,7 +50,7 @@ def audit_log(
     _principal: Reader,
     target: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> AuditPage:
     """Return audit entries, newest first, optionally for one module or user."""
     where = [AuditEntry.target == target] if target else []
