@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install system-deps run lint typecheck test bench schema clean
+.PHONY: install system-deps run lint typecheck test bench schema screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: install system-deps
 	@for script in validate api lifecycle routes; do \
 		if [ -f bench/$$script.py ]; then echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; fi; \
 	done
+
+screenshots: install system-deps
+	MODHUB_SCREENSHOTS=1 $(BIN)/pytest tests/web -q
 
 schema: install
 	$(BIN)/python -c "from modhub.manifest.schema import render_schema; print(render_schema(), end='')" \

@@ -75,7 +75,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """Return settings with a temporary data dir and the test database."""
     return Settings(
-        data_dir=tmp_path / "data", database_url=database_url, secret_key=SECRET,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=SECRET,
         admin_password=PASSWORD,
     )
 
@@ -141,13 +143,19 @@ class LiveServer:
         return self.log.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, database_url: str | None = None,
-                 extra_env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    data_dir: Path, database_url: str | None = None, extra_env: dict[str, str] | None = None
+) -> LiveServer:
     """Start `modhub serve` on a free port and wait until /healthz answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODHUB_")}
-    env.update({"MODHUB_DATA_DIR": str(data_dir), "MODHUB_SECRET_KEY": SECRET,
-                "MODHUB_ADMIN_PASSWORD": PASSWORD})
+    env.update(
+        {
+            "MODHUB_DATA_DIR": str(data_dir),
+            "MODHUB_SECRET_KEY": SECRET,
+            "MODHUB_ADMIN_PASSWORD": PASSWORD,
+        }
+    )
     if database_url:
         env["MODHUB_DATABASE_URL"] = database_url
     env.update(extra_env or {})
@@ -155,7 +163,9 @@ def start_server(data_dir: Path, database_url: str | None = None,
     log = data_dir.parent / f"serve-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "modhub", "serve", "--port", str(port)],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", data_dir, env, process, log)
     deadline = time.monotonic() + 30

@@ -9,7 +9,9 @@ The main screens are saved to docs/screenshots/ (1280x800) for the README.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,19 @@ from modhub.manifest.checks import value_problem
 from modhub.manifest.model import ConfigField
 from tests.conftest import PASSWORD, LiveServer
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 COMPONENT = "/ui/modules/vmware-vcenter/ui/pages/VMwareDashboard.js"
 
 
 def shot(page: Page, name: str) -> None:
-    """Save the viewport as docs/screenshots/<name>.png (overwritten each run)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled", caret="hide")
+    """Take a screenshot; `make screenshots` (MODHUB_SCREENSHOTS=1) saves it to docs/."""
+    folder = (
+        DOCS_SCREENSHOTS
+        if os.environ.get("MODHUB_SCREENSHOTS") == "1"
+        else Path(tempfile.gettempdir()) / "modhub-screenshots"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=folder / f"{name}.png", animations="disabled", caret="hide")
 
 
 def log_in(page: Page, server: LiveServer, path: str = "/") -> None:
