@@ -1,0 +1,1 @@
+"""End-to-end tests: a real `modhub serve`, driven as its users drive it."""
