@@ -134,25 +134,22 @@ class AuthService:
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         credential = credential.strip()
+        # One query: the user, its role, and the role's permissions (outer join).
+        query = select(User.username, User.role, User.active, RolePermission.permission).outerjoin(
+            RolePermission, RolePermission.role == User.role
+        )
+        if credential.startswith(API_TOKEN_PREFIX):
+            query = query.join(ApiToken, ApiToken.user_id == User.id).where(
+                ApiToken.token_hash == hash_api_token(credential), ApiToken.revoked.is_(False)
+            )
+        else:
+            query = query.where(User.username == self.tokens.subject(credential))
         with self.db.read() as session:
-            if credential.startswith(API_TOKEN_PREFIX):
-                user = session.scalars(
-                    select(User)
-                    .join(ApiToken, ApiToken.user_id == User.id)
-                    .where(
-                        ApiToken.token_hash == hash_api_token(credential),
-                        ApiToken.revoked.is_(False),
-                    )
-                ).first()
-            else:
-                username = self.tokens.subject(credential)
-                user = session.scalars(select(User).where(User.username == username)).first()
-            if user is None or not user.active:
-                raise Unauthorized("the token's user does not exist or is disabled")
-            permissions = session.scalars(
-                select(RolePermission.permission).where(RolePermission.role == user.role)
-            ).all()
-            return Principal(user.username, user.role, frozenset(permissions))
+            rows = session.execute(query).all()
+        if not rows or not rows[0].active:
+            raise Unauthorized("the token's user does not exist or is disabled")
+        permissions = frozenset(row.permission for row in rows if row.permission is not None)
+        return Principal(rows[0].username, rows[0].role, permissions)
 
     def create_api_token(self, username: str, name: str = "api", *, actor: str = SYSTEM) -> str:
         """Return a new API token for `username`; only its hash is kept."""

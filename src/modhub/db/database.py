@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str) -> Engine:
     """Return an engine for `url`, with SQLite set up for concurrent use."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=20,  # the API's thread pool runs up to 40 requests at once
+            max_overflow=20,
+        )
         _setup_sqlite(engine)
         return engine
     if url.startswith("postgresql://"):

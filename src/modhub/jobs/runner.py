@@ -33,6 +33,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _consume(call: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not call.cancelled():
+        call.exception()
+
+
 @dataclass(frozen=True)
 class JobLimits:
     """How many runs execute at once, and how retries back off."""
@@ -206,19 +212,26 @@ class JobRunner:
         seen = len(self.pool.logs[spec.module])
         try:
             config = await asyncio.to_thread(self.registry.config_for_code, spec.module)
-            answer = await self.pool.call(
-                spec.runtime,
-                "job",
-                spec.job.handler,
-                {
-                    "job": spec.job.name,
-                    "scheduledTime": scheduled.isoformat(),
-                    "attempt": attempt,
-                    "runId": str(run_id),
-                },
-                config,
-                timeout_ms=spec.timeout_ms,
+            call = asyncio.ensure_future(
+                self.pool.call(
+                    spec.runtime,
+                    "job",
+                    spec.job.handler,
+                    {
+                        "job": spec.job.name,
+                        "scheduledTime": scheduled.isoformat(),
+                        "attempt": attempt,
+                        "runId": str(run_id),
+                    },
+                    config,
+                    timeout_ms=spec.timeout_ms,
+                )
             )
+            call.add_done_callback(_consume)
+            # Cancelling abandons the call, it does not cancel it: cancelled while the pool
+            # starts the worker, the start never ends (the half-started sandbox keeps the
+            # pipes open) and holds the module's start lock for good.
+            answer = await asyncio.shield(call)
             result = answer.get("result")
         except HandlerTimeout:
             status, error = "timed_out", f"the run took longer than {spec.timeout_ms} ms"

@@ -58,7 +58,7 @@ def unmet(dep: ModuleDependency, other: Module | None) -> str | None:
     return None
 
 
-def summary(module: Module) -> ModuleSummary:
+def summary(module: Any) -> ModuleSummary:
     """Return the list shape of a module."""
     return ModuleSummary(
         name=module.name,
@@ -93,22 +93,34 @@ def refuse_busy(module: Module) -> None:
 def detail(session: Session, module: Module) -> ModuleDetail:
     """Return a module with its manifest, masked config, dependencies and versions."""
     active = next(v for v in module.versions if v.version == module.version)
+    names = [dep.depends_on for dep in module.dependencies]
+    found = (
+        {
+            name: (version, status)
+            for name, version, status in session.execute(
+                select(Module.name, Module.version, Module.status).where(Module.name.in_(names))
+            ).all()
+        }
+        if names
+        else {}
+    )
     deps = []
     for dep in module.dependencies:
-        other = find_module(session, dep.depends_on, missing_ok=True)
+        version, status = found.get(dep.depends_on, (None, None))
+        satisfied = version is not None and semver.satisfies(version, dep.version_range)
         deps.append(
             Dependency(
                 name=dep.depends_on,
                 range=dep.version_range,
-                installed_version=other.version if other else None,
-                status=Status(other.status) if other else None,
-                satisfied=unmet(dep, other) is None,
+                installed_version=version,
+                status=Status(status) if status else None,
+                satisfied=satisfied,
             )
         )
     users = [
-        Dependent(name=m.name, range=r, version=m.version, status=Status(m.status))
-        for m, r in session.execute(
-            select(Module, ModuleDependency.version_range)
+        Dependent(name=n, range=r, version=v, status=Status(st))
+        for n, v, st, r in session.execute(
+            select(Module.name, Module.version, Module.status, ModuleDependency.version_range)
             .join(ModuleDependency)
             .where(ModuleDependency.depends_on == module.name)
             .order_by(Module.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, text
@@ -37,6 +38,18 @@ from modhub.registry.types import (
 )
 
 T = TypeVar("T")
+SUMMARY_COLUMNS = (
+    "name",
+    "version",
+    "display_name",
+    "description",
+    "author",
+    "license",
+    "status",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
 MAX_PAGE = 500
 GRAPH_LOCK = 0x6D6F6468  # PostgreSQL advisory lock held while the dependency graph changes
 
@@ -108,10 +121,11 @@ class Registry:
             )
         with self.db.read() as session:
             total = session.scalar(select(func.count(Module.id)).where(*where)) or 0
-            rows = session.scalars(
-                select(Module).where(*where).order_by(Module.name).limit(limit).offset(offset)
+            columns = [getattr(Module, f) for f in SUMMARY_COLUMNS]
+            rows = session.execute(
+                select(*columns).where(*where).order_by(Module.name).limit(limit).offset(offset)
             ).all()
-            items = [summary(m) for m in rows]
+            items = [summary(SimpleNamespace(**row._mapping)) for row in rows]
         return ModulePage(items=items, total=total, limit=limit, offset=offset)
 
     def get(self, name: str) -> ModuleDetail:
