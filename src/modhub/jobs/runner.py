@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modhub.errors import HandlerMissing, HandlerTimeout, ModhubError, NotFound
-from modhub.jobs.schedule import JobSpec, due, next_fires, skipped_to
+from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import RunStore, RunView
 from modhub.manifest import Manifest
 from modhub.registry import Registry, Status
@@ -31,6 +31,16 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """Return the current time in UTC."""
     return datetime.now(UTC)
+
+
+def _after(lines: deque[str], mark: str | None) -> list[str]:
+    """Return the lines appended after `mark`, found by identity: the pool keeps a module's
+    last lines only, so once it holds that many its length no longer counts new ones."""
+    kept = list(lines)
+    for i in range(len(kept) - 1, -1, -1):
+        if kept[i] is mark:
+            return kept[i + 1 :]
+    return kept  # no mark, or it fell out: every line kept is new
 
 
 def _consume(call: asyncio.Future[Any]) -> None:
@@ -71,6 +81,8 @@ class JobRunner:
         self.last: dict[tuple[str, str], datetime] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._run_modules: dict[int, str] = {}
+        self._next_at: dict[tuple[str, str], tuple[datetime, object, datetime]] = {}
+        self._starting: asyncio.Lock | None = None
         self._module_load: dict[str, int] = defaultdict(int)
         self._fingerprint: object = None
         self._pruned_at: datetime | None = None
@@ -143,26 +155,51 @@ class JobRunner:
 
     # -- firing ----------------------------------------------------------------------------
 
-    def fire_due(self, now: datetime) -> list[RunView]:
-        """Enqueue one run for every job whose tick has come (once across all schedulers)."""
-        fired = []
+    def fire_due(self, now: datetime) -> list[int]:
+        """Enqueue one run for every job whose tick has come (once across all schedulers);
+        return the ids of the runs this scheduler inserted.
+
+        Each job's next fire time is kept, so a job whose time has not come costs one
+        comparison; ticks missed since the last one are coalesced (or, with
+        `misfire: "skip"`, dropped when older than a minute).
+        """
+        rows: list[dict[str, Any]] = []
         for key, spec in self.specs.items():
-            if spec.runtime is None:
-                continue  # a bare manifest has no code to run
+            if spec.runtime is None or spec.job.schedule is None:
+                continue  # a bare manifest has no code; an unscheduled job runs on demand
             last = self.last.get(key, now)
-            tick = due(spec.job, last, now)
-            if tick is None:
-                self.last[key] = (
-                    skipped_to(spec.job, last, now) if spec.job.misfire == "skip" else last
-                )
+            cached = self._next_at.get(key)
+            if cached is None or cached[0] != last or cached[1] is not spec.job:
+                fire = next_fire(spec.job, last)
+                if fire is None:
+                    continue
+                cached = (last, spec.job, fire)
+            if cached[2] > now:
+                self._next_at[key] = cached
                 continue
-            self.last[key] = tick
-            run = self.store.enqueue(
-                spec.module, spec.job.name, spec.version, tick, trigger="schedule"
+            latest, following = cached[2], next_fire(spec.job, cached[2])
+            while following is not None and following <= now:
+                latest, following = following, next_fire(spec.job, following)
+            self.last[key] = latest
+            if following is not None:
+                self._next_at[key] = (latest, spec.job, following)
+            if spec.job.misfire == "skip" and now - latest > SKIP_GRACE:
+                continue
+            rows.append(
+                {
+                    "module": spec.module,
+                    "job": spec.job.name,
+                    "version": spec.version,
+                    "trigger": "schedule",
+                    "scheduled_at": latest,
+                    "not_before": latest,
+                    "attempt": 1,
+                    "status": "queued",
+                    "log": "",
+                    "created_at": now,
+                }
             )
-            if run is not None:
-                fired.append(run)
-        return fired
+        return self.store.enqueue_many(rows) if rows else []
 
     def run_now(self, module: str, job: str) -> RunView:
         """Queue a run of `job` right now (the API's "run now").
@@ -187,6 +224,12 @@ class JobRunner:
 
     async def execute_ready(self, now: datetime) -> None:
         """Start queued runs while there is room, platform-wide and per module."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:  # one starter at a time, so the bounds hold
+            await self._start_ready(now)
+
+    async def _start_ready(self, now: datetime) -> None:
         room = self.limits.concurrency - len(self.tasks)
         if room <= 0:
             return
@@ -209,7 +252,8 @@ class JobRunner:
     async def _execute(self, run_id: int, attempt: int, scheduled: datetime, spec: JobSpec) -> None:
         assert spec.runtime is not None
         status, result, error = "succeeded", None, None
-        seen = len(self.pool.logs[spec.module])
+        logs = self.pool.logs[spec.module]
+        mark = logs[-1] if logs else None  # the module's last log line before this run
         try:
             config = await asyncio.to_thread(self.registry.config_for_code, spec.module)
             call = asyncio.ensure_future(
@@ -246,7 +290,7 @@ class JobRunner:
             self.tasks.pop(run_id, None)
             self._run_modules.pop(run_id, None)
             self._module_load[spec.module] -= 1
-        lines = list(self.pool.logs[spec.module])[seen:]
+        lines = _after(logs, mark)
         now = self.clock()
         finished = await asyncio.to_thread(
             self.store.finish, run_id, status, now, result=result, error=error, log="\n".join(lines)
@@ -264,6 +308,7 @@ class JobRunner:
                 attempt=attempt + 1,
                 not_before=now + timedelta(seconds=delay),
             )
+        await self.execute_ready(self.clock())  # a slot is free: start the next run now
 
     async def cancel(self, run_id: int) -> RunView:
         """Cancel a run: a queued one never starts, a running one is abandoned."""
@@ -305,7 +350,9 @@ class JobRunner:
                 await self.tick(self.clock())
             except Exception:
                 log.exception("job scheduler tick failed")
-            await asyncio.sleep(interval)
+            # Tick on the clock's whole seconds: a minute's runs fire ms after it starts.
+            now = self.clock()
+            await asyncio.sleep(interval - (now.timestamp() % interval))
 
     async def drain(self) -> None:
         """Wait for every started run to finish (tests and shutdown)."""

@@ -98,6 +98,23 @@ class RunStore:
         except IntegrityError:
             return None
 
+    def enqueue_many(self, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
+        """Insert scheduled runs in bulk, skipping ticks another scheduler inserted first
+        (INSERT ... ON CONFLICT DO NOTHING on the unique key); return the ids inserted."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(JobRun)
+            .on_conflict_do_nothing(index_elements=["module", "job", "scheduled_at", "attempt"])
+            .returning(JobRun.id)
+        )
+        ids: list[int] = []
+        for start in range(0, len(rows), chunk):
+            with self.db.write() as session:
+                ids += session.scalars(statement, rows[start : start + chunk]).all()
+        return ids
+
     def last_scheduled(self, module: str, job: str) -> datetime | None:
         """Return the newest tick fired for a job by the scheduler."""
         with self.db.read() as session:

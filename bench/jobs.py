@@ -1,0 +1,626 @@
+"""Jobs: the scheduler's CPU for 10,000 one-minute jobs; firing delay and runs/s with workers.
+
+Run with `.venv/bin/python bench/jobs.py` (`--help` for the sizes; `--db sqlite` or
+`--db postgresql` for one database; `--phase scheduler` or `--phase execution` for one part).
+
+10,000 jobs across 1,000 modules, each run in a real worker, is beyond a 2-core machine (a
+worker process per module, 167 runs a second), so the benchmark measures the two halves
+separately and says which is which:
+
+1. SCHEDULER ALONE, over the real database. `--modules` (1,000) modules with `--jobs` (10)
+   jobs each, all on `* * * * *` (10,000 jobs), are registered with `Registry.register`
+   (with a code path, so they are schedulable) and set ENABLED in one UPDATE (no
+   environments: firing does not need them). A `JobRunner` with a fake clock and
+   `concurrency=0` (so nothing executes) is driven with `tick(now)` once per simulated
+   second for `--minutes` (3) simulated minutes: each tick is what the server's loop does
+   every second (registry fingerprint, `fire_due`, the ready-runs check) minus execution.
+   Measured: CPU time of this process (`time.process_time`, every thread) per simulated
+   minute of schedule, and the wall time of each tick, split into the 59 quiet ticks of a
+   minute and the boundary tick where all 10,000 fire. Counted afterwards: run rows per
+   minute (each tick exactly once). On PostgreSQL the server's own CPU is not included.
+2. EXECUTION, small and real: `--exec-modules` (20) modules x `--jobs` (10) jobs installed
+   as bundles with environments, trivial handlers that return `time.time()` when they begin,
+   the server's default limits (8 runs at once, 2 per module, `max_workers` 64). The clock
+   is the real clock shifted so that a minute boundary comes 2-3 s after the start (random
+   phase against the 1-s tick); then the runner does exactly what `JobRunner.run` does
+   (`tick(clock())`, sleep 1 s) until every run of that boundary has finished, for
+   `--boundaries` (3) boundaries in a row (the first starts the workers). Measured per
+   boundary: delay from scheduled time to the handler beginning in its worker (p50/p99),
+   to `started_at` (the claim) as well, the time to drain, and runs/s at saturation (all
+   runs are queued at once: runs / (last finish - first start)).
+
+Each phase runs the current code (`JobRunner`) and `--variant proposed`: a subclass defined
+here that prototypes the changes proposed in docs/benchmarks.md (a cached next fire time per
+job, one INSERT ... ON CONFLICT DO NOTHING per batch of due runs, starting the next queued
+run as soon as one finishes instead of at the next tick, and ticking on whole seconds).
+`--variant current` or `--variant proposed` runs one. The current code is the working
+tree's `modhub.jobs` as imported; the proposed variant changes nothing in `src/`.
+
+Targets (issue 6): scheduler CPU under 5 % of one core; firing delay p99 under 1 s while
+keeping up. Each is printed as PASS or MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from modhub.db import Database, upgrade
+from modhub.db.models import JobRun, Module
+from modhub.jobs import JobLimits, JobRunner
+from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire
+from modhub.registry import Status
+from modhub.sandbox import PoolLimits, WorkerPool
+from modhub.services import Services
+from modhub.settings import Settings
+
+SECRET = "bench-secret-key-that-is-long-enough-0123456789"
+PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+CPU_TARGET = 0.05  # of one core
+DELAY_TARGET = 1.0  # seconds, p99
+ACTOR = "bench"
+HANDLER = "import time\n\n\ndef handler(context):\n    return {'began': time.time()}\n"
+
+
+# -- the proposed changes, prototyped -------------------------------------------------------
+
+
+class ProposedRunner(JobRunner):
+    """`JobRunner` with the changes proposed in docs/benchmarks.md.
+
+    1. `fire_due` keeps each job's next fire time and skips a job whose time has not come
+       with one comparison instead of two croniter calls; a due job costs one croniter call
+       (the next fire after the tick, kept for the next ticks) instead of three.
+    2. The runs due at one tick are inserted by one executemany INSERT ... ON CONFLICT DO
+       NOTHING RETURNING id per 1,000 rows instead of one transaction (and one RunView)
+       per run; the unique constraint still makes each tick fire once across schedulers.
+    3. When a run finishes, the next queued runs start at once (under a lock, so the bounds
+       hold) instead of waiting for the next tick.
+    4. (In `drive_execution`, standing for `JobRunner.run`:) the loop ticks on the clock's
+       whole seconds, so the tick of a minute boundary comes a few ms after it instead of
+       anywhere in the following second.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.next_at: dict[
+            tuple[str, str], tuple[datetime.datetime, object, datetime.datetime]
+        ] = {}
+        self._lock: asyncio.Lock | None = None
+
+    def fire_due(self, now: datetime.datetime) -> list[int]:  # type: ignore[override]
+        rows: list[dict[str, Any]] = []
+        for key, spec in self.specs.items():
+            if spec.runtime is None or spec.job.schedule is None:
+                continue
+            last = self.last.get(key, now)
+            cached = self.next_at.get(key)
+            if cached is None or cached[0] != last or cached[1] is not spec.job:
+                fire = next_fire(spec.job, last)
+                assert fire is not None
+                cached = (last, spec.job, fire)
+            if cached[2] > now:
+                self.next_at[key] = cached
+                continue
+            # `due` and `skipped_to` in one pass: one croniter call per tick in the steady state
+            latest = cached[2]
+            following = next_fire(spec.job, latest)
+            while following is not None and following <= now:
+                latest, following = following, next_fire(spec.job, following)
+            assert following is not None
+            self.last[key] = latest
+            self.next_at[key] = (latest, spec.job, following)
+            if spec.job.misfire == "skip" and now - latest > SKIP_GRACE:
+                continue
+            rows.append(_row(spec, latest))
+        return enqueue_many(self.store.db, rows)
+
+    async def execute_ready(self, now: datetime.datetime) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await super().execute_ready(now)
+
+    async def _execute(
+        self, run_id: int, attempt: int, scheduled: datetime.datetime, spec: JobSpec
+    ) -> None:
+        await super()._execute(run_id, attempt, scheduled, spec)
+        await self.execute_ready(self.clock())
+
+
+def _row(spec: JobSpec, tick: datetime.datetime) -> dict[str, Any]:
+    return {
+        "module": spec.module,
+        "job": spec.job.name,
+        "version": spec.version,
+        "trigger": "schedule",
+        "scheduled_at": tick,
+        "not_before": tick,
+        "attempt": 1,
+        "status": "queued",
+        "log": "",
+        "created_at": datetime.datetime.now(UTC),
+    }
+
+
+def enqueue_many(db: Database, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
+    """Insert queued runs, skipping those another scheduler inserted first; return the ids
+    of those this call inserted (executemany with RETURNING: SQLAlchemy's insertmanyvalues)."""
+    if db.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = (
+        insert(JobRun)
+        .on_conflict_do_nothing(index_elements=["module", "job", "scheduled_at", "attempt"])
+        .returning(JobRun.id)
+    )
+    out: list[int] = []
+    for start in range(0, len(rows), chunk):
+        with db.write() as session:
+            out += session.scalars(statement, rows[start : start + chunk]).all()
+    return out
+
+
+RUNNERS: dict[str, type[JobRunner]] = {"current": JobRunner, "proposed": ProposedRunner}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """Return the q-quantile (0..1) of `values`, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+@contextmanager
+def database(kind: str, folder: Path) -> Iterator[str | None]:
+    """Yield a fresh database URL of `kind` (None: PostgreSQL is not reachable)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    import psycopg
+
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    name = f"modhub_bench_jobs_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        print(f"  PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}; skipped")
+        yield None
+        return
+    url = f"{admin}/{name}"
+    db = Database(url)
+    upgrade(db.engine)
+    db.dispose()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_services(folder: Path, url: str, **overrides: Any) -> Services:
+    settings = Settings(
+        data_dir=folder / "data",
+        database_url=url,
+        secret_key=SECRET,
+        scheduler=False,
+        pip_offline=True,
+        operation_wait_seconds=300,
+        **overrides,
+    )
+    return Services.start(settings)
+
+
+def manifest(name: str, jobs: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "displayName": name,
+        "capabilities": {
+            "jobs": {
+                "handlers": [
+                    {"name": f"job{k}", "handler": "jobs/run.py", "schedule": "* * * * *"}
+                    for k in range(jobs)
+                ]
+            }
+        },
+    }
+
+
+def minute_floor(moment: datetime.datetime) -> datetime.datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+# -- 1. the scheduler alone ----------------------------------------------------------------
+
+
+@dataclass
+class SchedulerResult:
+    variant: str
+    first_tick_s: float
+    cpu_per_minute: list[float] = field(default_factory=list)
+    quiet_wall: list[float] = field(default_factory=list)
+    quiet_cpu: list[float] = field(default_factory=list)
+    boundary_wall: list[float] = field(default_factory=list)
+    boundary_cpu: list[float] = field(default_factory=list)
+    runs_per_minute: list[int] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def register_modules(svc: Services, folder: Path, modules: int, jobs: int) -> float:
+    code = folder / "code"
+    (code / "jobs").mkdir(parents=True, exist_ok=True)
+    (code / "jobs" / "run.py").write_text(HANDLER)
+    started = time.perf_counter()
+    for i in range(modules):
+        svc.registry.register(manifest(f"bench-{i:04d}", jobs), actor=ACTOR, path=str(code))
+    with svc.db.write() as session:
+        session.execute(update(Module).values(status=Status.ENABLED))
+    return time.perf_counter() - started
+
+
+async def drive_scheduler(svc: Services, variant: str, minutes: int) -> SchedulerResult:
+    with svc.db.write() as session:
+        session.execute(delete(JobRun))
+    start = minute_floor(datetime.datetime.now(UTC)) + timedelta(seconds=1)
+    fake = [start]
+    runner = RUNNERS[variant](
+        svc.registry,
+        svc.pool,
+        svc.jobs.runtime_for,
+        JobLimits(concurrency=0),  # the scheduler alone: nothing executes
+        clock=lambda: fake[0],
+    )
+    began = time.perf_counter()
+    await runner.tick(start)  # loads 10,000 job specs, prunes once
+    result = SchedulerResult(variant, time.perf_counter() - began)
+    minute_cpu = 0.0
+    for second in range(1, minutes * 60 + 1):
+        fake[0] = start + timedelta(seconds=second)
+        wall, cpu = time.perf_counter(), time.process_time()
+        await runner.tick(fake[0])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        minute_cpu += cpu
+        if fake[0].second == 0:
+            result.boundary_wall.append(wall)
+            result.boundary_cpu.append(cpu)
+        else:
+            result.quiet_wall.append(wall)
+            result.quiet_cpu.append(cpu)
+        if second % 60 == 0:  # 60 ticks, one boundary among them
+            result.cpu_per_minute.append(minute_cpu)
+            minute_cpu = 0.0
+    with svc.db.read() as session:
+        counts = session.execute(
+            select(JobRun.scheduled_at, func.count(JobRun.id)).group_by(JobRun.scheduled_at)
+        ).all()
+        result.runs_per_minute = [n for _, n in sorted(counts)]
+        result.duplicates = (
+            session.scalar(
+                select(func.count()).select_from(
+                    select(JobRun.module, JobRun.job, JobRun.scheduled_at)
+                    .group_by(JobRun.module, JobRun.job, JobRun.scheduled_at)
+                    .having(func.count(JobRun.id) > 1)
+                    .subquery()
+                )
+            )
+            or 0
+        )
+    return result
+
+
+def print_scheduler(result: SchedulerResult, jobs_total: int) -> bool:
+    cpu_min = statistics.mean(result.cpu_per_minute)
+    share = cpu_min / 60
+    print(
+        f"  [{result.variant}] first tick (load {jobs_total:,} job specs): "
+        f"{result.first_tick_s:.2f} s"
+    )
+    print(
+        f"    CPU per simulated minute: {cpu_min:.2f} s = {share * 100:.1f} % of one core "
+        f"(minutes: {', '.join(f'{c:.2f}' for c in result.cpu_per_minute)})"
+    )
+    print(
+        f"    quiet tick: wall p50 {statistics.median(result.quiet_wall) * 1000:.1f} ms, "
+        f"max {max(result.quiet_wall) * 1000:.1f} ms; "
+        f"CPU p50 {statistics.median(result.quiet_cpu) * 1000:.1f} ms"
+    )
+    print(
+        f"    boundary tick ({jobs_total:,} fire): wall "
+        f"{', '.join(f'{w:.2f}' for w in result.boundary_wall)} s; CPU "
+        f"{', '.join(f'{c:.2f}' for c in result.boundary_cpu)} s"
+    )
+    print(
+        f"    run rows per minute: {result.runs_per_minute}; duplicate ticks: {result.duplicates}"
+    )
+    ok = share < CPU_TARGET
+    print(f"    scheduler CPU < {CPU_TARGET:.0%} of one core: {verdict(ok)}")
+    return ok
+
+
+# -- 2. execution with real workers --------------------------------------------------------
+
+
+@dataclass
+class Boundary:
+    scheduled: datetime.datetime
+    runs: int
+    delay_began: list[float]
+    delay_claimed: list[float]
+    drained_s: float
+    runs_per_s: float
+    statuses: dict[str, int]
+
+
+class ShiftedClock:
+    """The real clock plus an offset that the benchmark moves to the next boundary."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(time.time() + self.offset, UTC)
+
+    def to_sim(self, wall: float) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(wall + self.offset, UTC)
+
+    def aim(self, moment: datetime.datetime) -> None:
+        self.offset = moment.timestamp() - time.time()
+
+
+def install_modules(svc: Services, folder: Path, modules: int, jobs: int) -> float:
+    started = time.perf_counter()
+    for i in range(modules):
+        source = folder / "sources" / f"exec-{i:02d}"
+        (source / "jobs").mkdir(parents=True)
+        (source / "module.json").write_text(json.dumps(manifest(f"exec-{i:02d}", jobs)))
+        (source / "jobs" / "run.py").write_text(HANDLER)
+        svc.lifecycle.add_bundle(source, actor=ACTOR)
+        done, _, _ = svc.lifecycle.set_status(f"exec-{i:02d}", Status.ENABLED, actor=ACTOR)
+        assert done, "enable did not finish"
+    return time.perf_counter() - started
+
+
+async def drive_execution(svc: Services, variant: str, boundaries: int) -> list[Boundary]:
+    clock = ShiftedClock()
+    pool = WorkerPool(  # a pool of this event loop, with the server's limits
+        svc.settings.data_dir,
+        PoolLimits(
+            max_workers=svc.settings.max_workers, idle_seconds=svc.settings.worker_idle_seconds
+        ),
+    )
+    runner = RUNNERS[variant](
+        svc.registry,
+        pool,
+        svc.jobs.runtime_for,
+        JobLimits(
+            concurrency=svc.settings.job_concurrency,
+            per_module=svc.settings.job_concurrency_per_module,
+        ),
+        clock=clock,
+    )
+    with svc.db.write() as session:
+        session.execute(delete(JobRun))
+    out = []
+    boundary = minute_floor(datetime.datetime.now(UTC)) + timedelta(minutes=10)
+    try:
+        for _ in range(boundaries):
+            boundary += timedelta(minutes=1)
+            clock.aim(boundary - timedelta(seconds=3 - random.random()))
+            while True:  # exactly JobRunner.run's loop, with a way out
+                await runner.tick(clock())
+                if clock() > boundary and _drained(svc, boundary):
+                    break
+                if clock() - boundary > timedelta(seconds=150):
+                    print("    boundary not drained after 150 s; stopped")
+                    break
+                if variant == "proposed":  # tick on the clock's whole seconds
+                    await asyncio.sleep(1.0 - clock().timestamp() % 1.0 + 0.002)
+                else:
+                    await asyncio.sleep(1.0)
+            await runner.drain()
+            out.append(_measure(svc, clock, boundary))
+    finally:
+        await pool.close()
+    return out
+
+
+def _drained(svc: Services, boundary: datetime.datetime) -> bool:
+    with svc.db.read() as session:
+        rows = session.execute(
+            select(JobRun.status, func.count(JobRun.id))
+            .where(JobRun.scheduled_at == boundary)
+            .group_by(JobRun.status)
+        ).all()
+    return bool(rows) and all(status not in ("queued", "running") for status, _ in rows)
+
+
+def _measure(svc: Services, clock: ShiftedClock, boundary: datetime.datetime) -> Boundary:
+    with svc.db.read() as session:
+        runs = list(session.scalars(select(JobRun).where(JobRun.scheduled_at == boundary)))
+    statuses: dict[str, int] = {}
+    began, claimed, starts, ends = [], [], [], []
+    for run in runs:
+        statuses[run.status] = statuses.get(run.status, 0) + 1
+        if run.status != "succeeded" or run.started_at is None or run.finished_at is None:
+            continue
+        moment = clock.to_sim(float((run.result or {})["value"]["began"]))
+        began.append((moment - run.scheduled_at).total_seconds())
+        claimed.append((run.started_at - run.scheduled_at).total_seconds())
+        starts.append(run.started_at)
+        ends.append(run.finished_at)
+    span = (max(ends) - min(starts)).total_seconds() if ends else 0.0
+    return Boundary(
+        scheduled=boundary,
+        runs=len(runs),
+        delay_began=began,
+        delay_claimed=claimed,
+        drained_s=(max(ends) - boundary).total_seconds() if ends else float("nan"),
+        runs_per_s=len(ends) / span if span > 0 else float("nan"),
+        statuses=statuses,
+    )
+
+
+def print_execution(variant: str, results: list[Boundary], expected: int) -> bool:
+    print(f"  [{variant}]")
+    for i, b in enumerate(results):
+        label = "cold (workers start)" if i == 0 else "warm"
+        if not b.delay_began:
+            print(f"    boundary {i + 1} {label}: no run succeeded {b.statuses}")
+            continue
+        print(
+            f"    boundary {i + 1} {label}: {b.runs} runs {b.statuses}; delay to handler "
+            f"p50 {statistics.median(b.delay_began):.2f} s, p99 {pct(b.delay_began, 0.99):.2f} s,"
+            f" max {max(b.delay_began):.2f} s; to claim p50 "
+            f"{statistics.median(b.delay_claimed):.2f} s, p99 {pct(b.delay_claimed, 0.99):.2f} s;"
+            f" drained {b.drained_s:.1f} s after the tick; {b.runs_per_s:.1f} runs/s"
+        )
+    warm = results[1:] or results
+    delays = [d for b in warm for d in b.delay_began]
+    keeping_up = all(
+        b.runs == expected and b.statuses.get("succeeded") == expected and b.drained_s < 60
+        for b in warm
+    )
+    p99 = pct(delays, 0.99) if delays else float("inf")
+    rate = statistics.median([b.runs_per_s for b in warm])
+    ok = keeping_up and p99 < DELAY_TARGET
+    print(
+        f"    warm boundaries: delay p99 {p99:.2f} s, keeping up: {keeping_up}; "
+        f"firing delay p99 < {DELAY_TARGET:.0f} s while keeping up: {verdict(ok)}"
+    )
+    need = 10_000 / 60
+    print(
+        f"    at {rate:.1f} runs/s, 10,000 one-minute jobs ({need:.0f} runs/s) would "
+        f"{'keep up' if rate >= need else f'take {10_000 / rate:.0f} s per minute: not keep up'}"
+        f"; with all 10,000 due at :00, the last would start >= {10_000 / rate:.0f} s late"
+        " (not measured: an extrapolation)"
+    )
+    return ok
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("sqlalchemy", "croniter"))
+    return [
+        f"date: {datetime.datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+        f"machine: {cpu}, {cores} cores; {platform.platform()}",
+        f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {versions}",
+        f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=1000, help="scheduler: modules")
+    parser.add_argument("--jobs", type=int, default=10, help="jobs per module")
+    parser.add_argument("--minutes", type=int, default=3, help="scheduler: simulated minutes")
+    parser.add_argument("--exec-modules", type=int, default=20, help="execution: modules")
+    parser.add_argument("--boundaries", type=int, default=3, help="execution: minute boundaries")
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--phase", choices=("scheduler", "execution", "both"), default="both")
+    parser.add_argument("--variant", choices=("current", "proposed", "both"), default="both")
+    args = parser.parse_args()
+    kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
+    variants = ("current", "proposed") if args.variant == "both" else (args.variant,)
+    for line in machine():
+        print(line)
+    verdicts: list[tuple[str, bool]] = []
+    for kind in kinds:
+        if args.phase in ("scheduler", "both"):
+            total = args.modules * args.jobs
+            print(
+                f"\n1. SCHEDULER ALONE on {kind}: {args.modules:,} modules x {args.jobs} jobs "
+                f"= {total:,} jobs on '* * * * *', fake clock, {args.minutes} simulated "
+                "minutes, one tick per simulated second, nothing executed"
+            )
+            with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
+                folder = Path(tmp)
+                with database(kind, folder) as url:
+                    if url is not None:
+                        svc = start_services(folder, url)
+                        try:
+                            took = register_modules(svc, folder, args.modules, args.jobs)
+                            print(f"  setup: registered and enabled in {took:.1f} s")
+                            for variant in variants:
+                                result = asyncio.run(drive_scheduler(svc, variant, args.minutes))
+                                ok = print_scheduler(result, total)
+                                verdicts.append((f"scheduler CPU, {kind}, {variant}", ok))
+                        finally:
+                            svc.close()
+        if args.phase in ("execution", "both"):
+            expected = args.exec_modules * args.jobs
+            print(
+                f"\n2. EXECUTION on {kind}: {args.exec_modules} modules x {args.jobs} jobs = "
+                f"{expected} runs per minute boundary in real workers, trivial handlers, "
+                f"real clock shifted to {args.boundaries} boundaries, 1-s ticks as in "
+                "JobRunner.run, 8 runs at once, 2 per module"
+            )
+            with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
+                folder = Path(tmp)
+                with database(kind, folder) as url:
+                    if url is not None:
+                        svc = start_services(folder, url)
+                        try:
+                            took = install_modules(svc, folder, args.exec_modules, args.jobs)
+                            print(
+                                f"  setup: {args.exec_modules} bundles installed and enabled "
+                                f"in {took:.1f} s"
+                            )
+                            for variant in variants:
+                                results = asyncio.run(
+                                    drive_execution(svc, variant, args.boundaries)
+                                )
+                                ok = print_execution(variant, results, expected)
+                                verdicts.append((f"firing delay, {kind}, {variant}", ok))
+                        finally:
+                            svc.close()
+                            shutil.rmtree(folder / "data", ignore_errors=True)
+    print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("summary:")
+    for name, ok in verdicts:
+        print(f"  {verdict(ok)}  {name}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
