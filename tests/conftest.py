@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,49 @@ def postgres_url() -> Iterator[str]:
     yield url
     with _pg_connect() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def session_database(prefix: str) -> Iterator[tuple[str, list[str]]]:
+    """Yield a migrated PostgreSQL database kept for a whole session (one per xdist worker)
+    and the tables tests write: `emptied` gives each test the state of a new database
+    without a DROP DATABASE (seconds each) nor a migration per test."""
+    import psycopg
+
+    from modhub.db import Database, upgrade
+
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        service_missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    url = f"{admin}/{name}"
+    db = Database(url)
+    upgrade(db.engine)
+    db.dispose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+            )
+        ]
+        seeded = [t for t in tables if conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()]
+    yield url, [t for t in tables if t not in seeded]
+    with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def emptied(database: tuple[str, list[str]]) -> str:
+    """Empty the tables a session database's tests write (the seed rows stay); return its URL."""
+    import psycopg
+
+    url, written = database
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+        conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in written) + " RESTART IDENTITY")
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -34,7 +34,14 @@ from modhub.registry import Status
 from modhub.sandbox import PoolLimits, WorkerPool
 from modhub.services import Services
 from modhub.settings import Settings
-from tests.conftest import PASSWORD, PG_ADMIN_URL, SECRET, LiveServer, free_port, service_missing
+from tests.conftest import (
+    PASSWORD,
+    SECRET,
+    LiveServer,
+    emptied,
+    free_port,
+    session_database,
+)
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,44 +95,15 @@ HANDLERS = {
 
 @pytest.fixture(scope="session")
 def jobs_database() -> Iterator[tuple[str, list[str]]]:
-    """Yield a migrated PostgreSQL database for this session and the tables tests write."""
-    import psycopg
-
-    from modhub.db import upgrade
-
-    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
-    name = f"modhub_jobs_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        service_missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    url = f"{admin}/{name}"
-    db = Database(url)
-    upgrade(db.engine)
-    db.dispose()
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-            )
-        ]
-        seeded = [t for t in tables if conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()]
-    yield url, [t for t in tables if t not in seeded]
-    with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """Yield this session's PostgreSQL database and the tables its tests write."""
+    with session_database("modhub_jobs") as database:
+        yield database
 
 
 @pytest.fixture
 def postgres_url(jobs_database: tuple[str, list[str]]) -> str:
     """Return the session's PostgreSQL database, emptied as a fresh migration leaves it."""
-    import psycopg
-
-    url, written = jobs_database
-    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-        conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in written) + " RESTART IDENTITY")
-    return url
+    return emptied(jobs_database)
 
 
 @pytest.fixture(autouse=True)

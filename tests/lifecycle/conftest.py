@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import stat
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,12 @@ from modhub.db import Database
 from modhub.db.models import AuditEntry, Operation
 from modhub.lifecycle.bundle import pack_folder
 from modhub.settings import Settings
-from tests.conftest import PASSWORD, PG_ADMIN_URL, SECRET, service_missing
+from tests.conftest import (
+    PASSWORD,
+    SECRET,
+    emptied,
+    session_database,
+)
 from tests.lifecycle.test_environment import build_wheel
 
 TESTLIB = "mh-testlib"
@@ -34,50 +38,15 @@ ACTOR = "alice"
 
 @pytest.fixture(scope="session")
 def lifecycle_database() -> Iterator[tuple[str, list[str]]]:
-    """Yield a migrated PostgreSQL database for this session (this xdist worker), with the
-    tables that hold data (the migration's seed rows are kept, the rest are emptied)."""
-    import psycopg
-
-    from modhub.db import upgrade
-
-    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
-    name = f"modhub_lifecycle_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        service_missing(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    url = f"{admin}/{name}"
-    db = Database(url)
-    upgrade(db.engine)
-    db.dispose()
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-            )
-        ]
-        seeded = [t for t in tables if conn.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()]
-    yield url, [t for t in tables if t not in seeded]
-    with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """Yield this session's PostgreSQL database and the tables its tests write."""
+    with session_database("modhub_lifecycle") as database:
+        yield database
 
 
 @pytest.fixture
 def postgres_url(lifecycle_database: tuple[str, list[str]]) -> str:
-    """Return the session's PostgreSQL database as a fresh migration leaves it.
-
-    Overrides the shared fixture: emptying the tables the tests write gives each test the
-    state of a new database without a DROP DATABASE per test (it waits for a checkpoint,
-    seconds each) nor a migration per test.
-    """
-    import psycopg
-
-    url, written = lifecycle_database
-    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-        conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in written) + " RESTART IDENTITY")
-    return url
+    """Return the session's PostgreSQL database, emptied as a fresh migration leaves it."""
+    return emptied(lifecycle_database)
 
 
 @pytest.fixture(autouse=True)
