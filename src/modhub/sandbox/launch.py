@@ -63,6 +63,24 @@ def module_uid(name: str) -> int:
     return FIRST_MODULE_UID + zlib.crc32(name.encode()) % 100_000
 
 
+def worker_uid(name: str) -> int:
+    """Return the uid a module's worker runs as (0: it keeps modhub's own)."""
+    return module_uid(name) if bwrap_path() and os.getuid() == 0 else 0
+
+
+def processes_of(uid: int) -> list[int]:
+    """Return the pids of the processes running as `uid` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue  # it ended while we looked
+    return pids
+
+
 def prepare_runtime(folder: Path) -> Path:
     """Write the worker script and the SDK into `folder` (read-only for workers)."""
     package = Path(modhub.__file__).resolve().parent
@@ -85,7 +103,7 @@ def command(
     """Return the argv and environment that start a worker for `runtime`."""
     python = runtime.env / "bin" / "python"
     bwrap = bwrap_path()
-    uid = module_uid(runtime.name) if bwrap and os.getuid() == 0 else 0
+    uid = worker_uid(runtime.name)
     worker = [
         str(python),
         "-I",

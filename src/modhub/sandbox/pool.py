@@ -14,6 +14,8 @@ import collections
 import contextlib
 import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,13 @@ from modhub.errors import (
     HandlerTimeout,
     WorkerUnavailable,
 )
-from modhub.sandbox.launch import ModuleRuntime, command, prepare_runtime
+from modhub.sandbox.launch import (
+    ModuleRuntime,
+    command,
+    prepare_runtime,
+    processes_of,
+    worker_uid,
+)
 from modhub.sandbox.worker import HEADER
 
 log = logging.getLogger("modhub.sandbox")
@@ -336,13 +344,15 @@ async def _kill(worker: Worker) -> None:
     process = worker.process
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
-            import os
-            import signal
-
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+    uid = worker_uid(worker.runtime.name)
+    if uid:  # the namespace's processes die just after bwrap: wait, so a restart is clean
+        deadline = time.monotonic() + 2
+        while processes_of(uid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
     for task in worker.tasks:
         if task is not asyncio.current_task():
             task.cancel()
