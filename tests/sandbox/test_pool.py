@@ -351,7 +351,7 @@ def test_idle_workers_stop(sandbox: Sandbox) -> None:
         await answer_json(pool, runtime, OK)
         pid = worker_pid(pool, runtime.key)
         await wait_until(lambda: not pool.workers, 5, "the idle worker to stop")
-        assert not alive(pid)
+        await wait_until(lambda: not alive(pid), 5, "its process to end")
         assert pool.stats()["failures"] == {}  # an idle stop is no failure
         assert (await answer_json(pool, runtime, OK))["ok"] is True  # started again
 

@@ -68,17 +68,23 @@ def worker_uid(name: str) -> int:
     return module_uid(name) if bwrap_path() and os.getuid() == 0 else 0
 
 
-def processes_of(uid: int) -> list[int]:
-    """Return the pids of the processes running as `uid` (from /proc)."""
-    pids = []
+def descendants(pid: int) -> list[int]:
+    """Return every process below `pid` (a worker's sandbox: bwrap, its init, the worker)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
-                    pids.append(int(entry.name))
+                stat = (entry / "stat").read_text()
             except OSError:
-                continue  # it ended while we looked
-    return pids
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def prepare_runtime(folder: Path) -> Path:

@@ -31,9 +31,8 @@ from modhub.errors import (
 from modhub.sandbox.launch import (
     ModuleRuntime,
     command,
+    descendants,
     prepare_runtime,
-    processes_of,
-    worker_uid,
 )
 from modhub.sandbox.worker import HEADER
 
@@ -343,19 +342,29 @@ class WorkerPool:
 async def _kill(worker: Worker) -> None:
     process = worker.process
     if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-    uid = worker_uid(worker.runtime.name)
-    if uid:  # the namespace's processes die just after bwrap: wait, so a restart is clean
+        # The sandbox's own processes are killed too: if one outlived bwrap it would hold
+        # the pipes open, and waiting for the process would never end.
+        tree = descendants(process.pid)
+        for pid in [process.pid, *tree]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 10)
         deadline = time.monotonic() + 2
-        while processes_of(uid) and time.monotonic() < deadline:
+        while any(_running(pid) for pid in tree) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
     for task in worker.tasks:
         if task is not asyncio.current_task():
             task.cancel()
+
+
+def _running(pid: int) -> bool:
+    """Return whether `pid` is still running (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _decode(runtime: ModuleRuntime, handler: str, answer: dict[str, Any]) -> dict[str, Any]:
