@@ -290,6 +290,9 @@ class JobRunner:
             self.tasks.pop(run_id, None)
             self._run_modules.pop(run_id, None)
             self._module_load[spec.module] -= 1
+        # The worker writes its log (stderr) before its answer (stdout), but the two pipes
+        # are read by different tasks: give the log reader a moment to catch up.
+        await asyncio.sleep(0.05)
         lines = _after(logs, mark)
         now = self.clock()
         finished = await asyncio.to_thread(
