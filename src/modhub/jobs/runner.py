@@ -286,18 +286,27 @@ class JobRunner:
         except Exception as exc:  # a bug of ours must not kill the runner
             log.exception("job run %s failed unexpectedly", run_id)
             status, error = "failed", f"internal error: {exc}"
+        try:
+            # The worker writes its log (stderr) before its answer (stdout), but the two
+            # pipes are read by different tasks: give the log reader a moment to catch up.
+            await asyncio.sleep(0.05)
+            lines = _after(logs, mark)
+            now = self.clock()
+            finished = await asyncio.to_thread(
+                self.store.finish,
+                run_id,
+                status,
+                now,
+                result=result,
+                error=error,
+                log="\n".join(lines),
+            )
         finally:
+            # The slot is free once the run's row is no longer running: the rows never show
+            # more running runs than the bounds allow.
             self.tasks.pop(run_id, None)
             self._run_modules.pop(run_id, None)
             self._module_load[spec.module] -= 1
-        # The worker writes its log (stderr) before its answer (stdout), but the two pipes
-        # are read by different tasks: give the log reader a moment to catch up.
-        await asyncio.sleep(0.05)
-        lines = _after(logs, mark)
-        now = self.clock()
-        finished = await asyncio.to_thread(
-            self.store.finish, run_id, status, now, result=result, error=error, log="\n".join(lines)
-        )
         if finished and status in ("failed", "timed_out") and attempt <= spec.job.retries:
             delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
             delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
