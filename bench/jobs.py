@@ -21,20 +21,18 @@ separately and says which is which:
 2. EXECUTION, small and real: `--exec-modules` (20) modules x `--jobs` (10) jobs installed
    as bundles with environments, trivial handlers that return `time.time()` when they begin,
    the server's default limits (8 runs at once, 2 per module, `max_workers` 64). The clock
-   is the real clock shifted so that a minute boundary comes 2-3 s after the start (random
-   phase against the 1-s tick); then the runner does exactly what `JobRunner.run` does
-   (`tick(clock())`, sleep 1 s) until every run of that boundary has finished, for
+   is the real clock shifted so that a minute boundary comes 2-3 s after the start; then
+   the runner loops as `JobRunner.run` does (`tick(clock())`, then sleep to the clock's next
+   whole second) until every run of that boundary has finished, for
    `--boundaries` (3) boundaries in a row (the first starts the workers). Measured per
    boundary: delay from scheduled time to the handler beginning in its worker (p50/p99),
    to `started_at` (the claim) as well, the time to drain, and runs/s at saturation (all
    runs are queued at once: runs / (last finish - first start)).
 
-Each phase runs the current code (`JobRunner`) and `--variant proposed`: a subclass defined
-here that prototypes the changes proposed in docs/benchmarks.md (a cached next fire time per
-job, one INSERT ... ON CONFLICT DO NOTHING per batch of due runs, starting the next queued
-run as soon as one finishes instead of at the next tick, and ticking on whole seconds).
-`--variant current` or `--variant proposed` runs one. The current code is the working
-tree's `modhub.jobs` as imported; the proposed variant changes nothing in `src/`.
+Both phases run `modhub.jobs.JobRunner` as imported from the working tree. The changes once
+prototyped here (a kept next fire time per job, one INSERT ... ON CONFLICT DO NOTHING per
+batch of due runs, starting the next run when one finishes, ticking on whole seconds) are in
+`src/` since commit 41ed2cd; docs/benchmarks.md has the figures from before and after.
 
 Targets (issue 6): scheduler CPU under 5 % of one core; firing delay p99 under 1 s while
 keeping up. Each is printed as PASS or MISS.
@@ -69,7 +67,6 @@ from sqlalchemy import delete, func, select, update
 from modhub.db import Database, upgrade
 from modhub.db.models import JobRun, Module
 from modhub.jobs import JobLimits, JobRunner
-from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire
 from modhub.registry import Status
 from modhub.sandbox import PoolLimits, WorkerPool
 from modhub.services import Services
@@ -81,109 +78,6 @@ CPU_TARGET = 0.05  # of one core
 DELAY_TARGET = 1.0  # seconds, p99
 ACTOR = "bench"
 HANDLER = "import time\n\n\ndef handler(context):\n    return {'began': time.time()}\n"
-
-
-# -- the proposed changes, prototyped -------------------------------------------------------
-
-
-class ProposedRunner(JobRunner):
-    """`JobRunner` with the changes proposed in docs/benchmarks.md.
-
-    1. `fire_due` keeps each job's next fire time and skips a job whose time has not come
-       with one comparison instead of two croniter calls; a due job costs one croniter call
-       (the next fire after the tick, kept for the next ticks) instead of three.
-    2. The runs due at one tick are inserted by one executemany INSERT ... ON CONFLICT DO
-       NOTHING RETURNING id per 1,000 rows instead of one transaction (and one RunView)
-       per run; the unique constraint still makes each tick fire once across schedulers.
-    3. When a run finishes, the next queued runs start at once (under a lock, so the bounds
-       hold) instead of waiting for the next tick.
-    4. (In `drive_execution`, standing for `JobRunner.run`:) the loop ticks on the clock's
-       whole seconds, so the tick of a minute boundary comes a few ms after it instead of
-       anywhere in the following second.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.next_at: dict[
-            tuple[str, str], tuple[datetime.datetime, object, datetime.datetime]
-        ] = {}
-        self._lock: asyncio.Lock | None = None
-
-    def fire_due(self, now: datetime.datetime) -> list[int]:  # type: ignore[override]
-        rows: list[dict[str, Any]] = []
-        for key, spec in self.specs.items():
-            if spec.runtime is None or spec.job.schedule is None:
-                continue
-            last = self.last.get(key, now)
-            cached = self.next_at.get(key)
-            if cached is None or cached[0] != last or cached[1] is not spec.job:
-                fire = next_fire(spec.job, last)
-                assert fire is not None
-                cached = (last, spec.job, fire)
-            if cached[2] > now:
-                self.next_at[key] = cached
-                continue
-            # `due` and `skipped_to` in one pass: one croniter call per tick in the steady state
-            latest = cached[2]
-            following = next_fire(spec.job, latest)
-            while following is not None and following <= now:
-                latest, following = following, next_fire(spec.job, following)
-            assert following is not None
-            self.last[key] = latest
-            self.next_at[key] = (latest, spec.job, following)
-            if spec.job.misfire == "skip" and now - latest > SKIP_GRACE:
-                continue
-            rows.append(_row(spec, latest))
-        return enqueue_many(self.store.db, rows)
-
-    async def execute_ready(self, now: datetime.datetime) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            await super().execute_ready(now)
-
-    async def _execute(
-        self, run_id: int, attempt: int, scheduled: datetime.datetime, spec: JobSpec
-    ) -> None:
-        await super()._execute(run_id, attempt, scheduled, spec)
-        await self.execute_ready(self.clock())
-
-
-def _row(spec: JobSpec, tick: datetime.datetime) -> dict[str, Any]:
-    return {
-        "module": spec.module,
-        "job": spec.job.name,
-        "version": spec.version,
-        "trigger": "schedule",
-        "scheduled_at": tick,
-        "not_before": tick,
-        "attempt": 1,
-        "status": "queued",
-        "log": "",
-        "created_at": datetime.datetime.now(UTC),
-    }
-
-
-def enqueue_many(db: Database, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
-    """Insert queued runs, skipping those another scheduler inserted first; return the ids
-    of those this call inserted (executemany with RETURNING: SQLAlchemy's insertmanyvalues)."""
-    if db.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = (
-        insert(JobRun)
-        .on_conflict_do_nothing(index_elements=["module", "job", "scheduled_at", "attempt"])
-        .returning(JobRun.id)
-    )
-    out: list[int] = []
-    for start in range(0, len(rows), chunk):
-        with db.write() as session:
-            out += session.scalars(statement, rows[start : start + chunk]).all()
-    return out
-
-
-RUNNERS: dict[str, type[JobRunner]] = {"current": JobRunner, "proposed": ProposedRunner}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -265,7 +159,6 @@ def minute_floor(moment: datetime.datetime) -> datetime.datetime:
 
 @dataclass
 class SchedulerResult:
-    variant: str
     first_tick_s: float
     cpu_per_minute: list[float] = field(default_factory=list)
     quiet_wall: list[float] = field(default_factory=list)
@@ -288,12 +181,12 @@ def register_modules(svc: Services, folder: Path, modules: int, jobs: int) -> fl
     return time.perf_counter() - started
 
 
-async def drive_scheduler(svc: Services, variant: str, minutes: int) -> SchedulerResult:
+async def drive_scheduler(svc: Services, minutes: int) -> SchedulerResult:
     with svc.db.write() as session:
         session.execute(delete(JobRun))
     start = minute_floor(datetime.datetime.now(UTC)) + timedelta(seconds=1)
     fake = [start]
-    runner = RUNNERS[variant](
+    runner = JobRunner(
         svc.registry,
         svc.pool,
         svc.jobs.runtime_for,
@@ -302,7 +195,7 @@ async def drive_scheduler(svc: Services, variant: str, minutes: int) -> Schedule
     )
     began = time.perf_counter()
     await runner.tick(start)  # loads 10,000 job specs, prunes once
-    result = SchedulerResult(variant, time.perf_counter() - began)
+    result = SchedulerResult(time.perf_counter() - began)
     minute_cpu = 0.0
     for second in range(1, minutes * 60 + 1):
         fake[0] = start + timedelta(seconds=second)
@@ -341,10 +234,7 @@ async def drive_scheduler(svc: Services, variant: str, minutes: int) -> Schedule
 def print_scheduler(result: SchedulerResult, jobs_total: int) -> bool:
     cpu_min = statistics.mean(result.cpu_per_minute)
     share = cpu_min / 60
-    print(
-        f"  [{result.variant}] first tick (load {jobs_total:,} job specs): "
-        f"{result.first_tick_s:.2f} s"
-    )
+    print(f"  first tick (load {jobs_total:,} job specs): {result.first_tick_s:.2f} s")
     print(
         f"    CPU per simulated minute: {cpu_min:.2f} s = {share * 100:.1f} % of one core "
         f"(minutes: {', '.join(f'{c:.2f}' for c in result.cpu_per_minute)})"
@@ -410,7 +300,7 @@ def install_modules(svc: Services, folder: Path, modules: int, jobs: int) -> flo
     return time.perf_counter() - started
 
 
-async def drive_execution(svc: Services, variant: str, boundaries: int) -> list[Boundary]:
+async def drive_execution(svc: Services, boundaries: int) -> list[Boundary]:
     clock = ShiftedClock()
     pool = WorkerPool(  # a pool of this event loop, with the server's limits
         svc.settings.data_dir,
@@ -418,7 +308,7 @@ async def drive_execution(svc: Services, variant: str, boundaries: int) -> list[
             max_workers=svc.settings.max_workers, idle_seconds=svc.settings.worker_idle_seconds
         ),
     )
-    runner = RUNNERS[variant](
+    runner = JobRunner(
         svc.registry,
         pool,
         svc.jobs.runtime_for,
@@ -436,17 +326,15 @@ async def drive_execution(svc: Services, variant: str, boundaries: int) -> list[
         for _ in range(boundaries):
             boundary += timedelta(minutes=1)
             clock.aim(boundary - timedelta(seconds=3 - random.random()))
-            while True:  # exactly JobRunner.run's loop, with a way out
+            while True:  # JobRunner.run's loop, with a way out
                 await runner.tick(clock())
                 if clock() > boundary and _drained(svc, boundary):
                     break
                 if clock() - boundary > timedelta(seconds=150):
                     print("    boundary not drained after 150 s; stopped")
                     break
-                if variant == "proposed":  # tick on the clock's whole seconds
-                    await asyncio.sleep(1.0 - clock().timestamp() % 1.0 + 0.002)
-                else:
-                    await asyncio.sleep(1.0)
+                now = clock()  # as JobRunner.run: sleep to the clock's next whole second
+                await asyncio.sleep(1.0 - now.timestamp() % 1.0)
             await runner.drain()
             out.append(_measure(svc, clock, boundary))
     finally:
@@ -490,8 +378,7 @@ def _measure(svc: Services, clock: ShiftedClock, boundary: datetime.datetime) ->
     )
 
 
-def print_execution(variant: str, results: list[Boundary], expected: int) -> bool:
-    print(f"  [{variant}]")
+def print_execution(results: list[Boundary], expected: int) -> bool:
     for i, b in enumerate(results):
         label = "cold (workers start)" if i == 0 else "warm"
         if not b.delay_began:
@@ -558,10 +445,8 @@ def main() -> None:
     parser.add_argument("--boundaries", type=int, default=3, help="execution: minute boundaries")
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--phase", choices=("scheduler", "execution", "both"), default="both")
-    parser.add_argument("--variant", choices=("current", "proposed", "both"), default="both")
     args = parser.parse_args()
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
-    variants = ("current", "proposed") if args.variant == "both" else (args.variant,)
     for line in machine():
         print(line)
     verdicts: list[tuple[str, bool]] = []
@@ -581,10 +466,9 @@ def main() -> None:
                         try:
                             took = register_modules(svc, folder, args.modules, args.jobs)
                             print(f"  setup: registered and enabled in {took:.1f} s")
-                            for variant in variants:
-                                result = asyncio.run(drive_scheduler(svc, variant, args.minutes))
-                                ok = print_scheduler(result, total)
-                                verdicts.append((f"scheduler CPU, {kind}, {variant}", ok))
+                            result = asyncio.run(drive_scheduler(svc, args.minutes))
+                            ok = print_scheduler(result, total)
+                            verdicts.append((f"scheduler CPU, {kind}", ok))
                         finally:
                             svc.close()
         if args.phase in ("execution", "both"):
@@ -592,8 +476,8 @@ def main() -> None:
             print(
                 f"\n2. EXECUTION on {kind}: {args.exec_modules} modules x {args.jobs} jobs = "
                 f"{expected} runs per minute boundary in real workers, trivial handlers, "
-                f"real clock shifted to {args.boundaries} boundaries, 1-s ticks as in "
-                "JobRunner.run, 8 runs at once, 2 per module"
+                f"real clock shifted to {args.boundaries} boundaries, ticks on whole seconds "
+                "as in JobRunner.run, 8 runs at once, 2 per module"
             )
             with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
                 folder = Path(tmp)
@@ -606,12 +490,9 @@ def main() -> None:
                                 f"  setup: {args.exec_modules} bundles installed and enabled "
                                 f"in {took:.1f} s"
                             )
-                            for variant in variants:
-                                results = asyncio.run(
-                                    drive_execution(svc, variant, args.boundaries)
-                                )
-                                ok = print_execution(variant, results, expected)
-                                verdicts.append((f"firing delay, {kind}, {variant}", ok))
+                            results = asyncio.run(drive_execution(svc, args.boundaries))
+                            ok = print_execution(results, expected)
+                            verdicts.append((f"firing delay, {kind}", ok))
                         finally:
                             svc.close()
                             shutil.rmtree(folder / "data", ignore_errors=True)

@@ -289,7 +289,8 @@ class JobRunner:
         try:
             # The worker writes its log (stderr) before its answer (stdout), but the two
             # pipes are read by different tasks: give the log reader a moment to catch up.
-            await asyncio.sleep(0.05)
+            for _ in range(3):  # the lines are in its pipe already: a few loop turns do
+                await asyncio.sleep(0)
             lines = _after(logs, mark)
             now = self.clock()
             finished = await asyncio.to_thread(
