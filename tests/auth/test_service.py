@@ -339,6 +339,36 @@ def test_a_bad_token_is_unauthorized(services: Services, auth: AuthService, kind
         assert "expired" in caught.value.detail
 
 
+def test_a_token_that_was_accepted_is_refused_once_it_expires(
+    services: Services, auth: AuthService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Verified tokens are remembered; the expiry must still be checked on every use.
+    add_user(services, "alice", "operator")
+    token = auth.tokens.issue("alice", "operator")
+    assert auth.authenticate(bearer(token)).username == "alice"
+    later = time.time() + services.settings.access_token_ttl + 1
+    monkeypatch.setattr("modhub.auth.credentials.time.time", lambda: later)
+
+    with pytest.raises(Unauthorized, match="expired"):
+        auth.authenticate(bearer(token))
+
+
+def test_a_remembered_token_still_needs_an_active_user(
+    services: Services, auth: AuthService
+) -> None:
+    add_user(services, "alice", "operator")
+    token = auth.tokens.issue("alice", "operator")
+    assert auth.authenticate(bearer(token)).role == "operator"
+    with services.db.write() as session:
+        session.execute(update(User).where(User.username == "alice").values(role="viewer"))
+    assert auth.authenticate(bearer(token)).role == "viewer"
+    with services.db.write() as session:
+        session.execute(update(User).where(User.username == "alice").values(active=False))
+
+    with pytest.raises(Unauthorized):
+        auth.authenticate(bearer(token))
+
+
 @pytest.mark.parametrize(
     "header", [None, "", "Bearer", "Bearer   ", "Basic YWxpY2U6eA==", "Token x"]
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -52,6 +53,11 @@ class AccessTokens:
     def __init__(self, secret: str, ttl_seconds: int) -> None:
         self._key = derive_key(secret, "modhub access token")
         self.ttl = ttl_seconds
+        # Every request checks its token, and checking a signature costs more than the
+        # rest of authentication. A token that verified once verifies the same way until
+        # it expires, so the claims of valid tokens are kept (a bounded LRU; the expiry is
+        # checked again on every use). Invalid tokens raise and are never kept.
+        self._verified = functools.lru_cache(maxsize=4096)(self._verify)
 
     def issue(self, username: str, role: str) -> str:
         """Return a signed token for `username` that expires after the TTL."""
@@ -68,6 +74,12 @@ class AccessTokens:
 
     def subject(self, token: str) -> str:
         """Return the user name of a valid token; raise Unauthorized otherwise."""
+        subject, expires = self._verified(token)
+        if expires <= time.time():
+            raise Unauthorized("the access token has expired; log in again")
+        return subject
+
+    def _verify(self, token: str) -> tuple[str, float]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -81,4 +93,4 @@ class AccessTokens:
             raise Unauthorized("the access token is not valid") from None
         if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
             raise Unauthorized("the access token is not valid")
-        return str(claims["sub"])
+        return str(claims["sub"]), float(claims["exp"])

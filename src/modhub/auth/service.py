@@ -6,7 +6,7 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from modhub.auth.credentials import (
@@ -26,6 +26,16 @@ from modhub.settings import Settings
 
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MIN_PASSWORD = 8
+
+# Every request authenticates, so its two statements are built once (see registry/rows.py):
+# one query each for the user, its role and the role's permissions (outer join).
+_PRINCIPAL = select(User.username, User.role, User.active, RolePermission.permission).outerjoin(
+    RolePermission, RolePermission.role == User.role
+)
+_BY_USERNAME = _PRINCIPAL.where(User.username == bindparam("username"))
+_BY_API_TOKEN = _PRINCIPAL.join(ApiToken, ApiToken.user_id == User.id).where(
+    ApiToken.token_hash == bindparam("digest"), ApiToken.revoked.is_(False)
+)
 
 
 class AuthService:
@@ -134,18 +144,13 @@ class AuthService:
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         credential = credential.strip()
-        # One query: the user, its role, and the role's permissions (outer join).
-        query = select(User.username, User.role, User.active, RolePermission.permission).outerjoin(
-            RolePermission, RolePermission.role == User.role
-        )
-        if credential.startswith(API_TOKEN_PREFIX):
-            query = query.join(ApiToken, ApiToken.user_id == User.id).where(
-                ApiToken.token_hash == hash_api_token(credential), ApiToken.revoked.is_(False)
-            )
-        else:
-            query = query.where(User.username == self.tokens.subject(credential))
-        with self.db.read() as session:
-            rows = session.execute(query).all()
+        with self.db.query() as connection:
+            if credential.startswith(API_TOKEN_PREFIX):
+                found = connection.execute(_BY_API_TOKEN, {"digest": hash_api_token(credential)})
+            else:
+                username = self.tokens.subject(credential)
+                found = connection.execute(_BY_USERNAME, {"username": username})
+            rows = found.all()
         if not rows or not rows[0].active:
             raise Unauthorized("the token's user does not exist or is disabled")
         permissions = frozenset(row.permission for row in rows if row.permission is not None)

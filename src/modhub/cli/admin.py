@@ -103,6 +103,7 @@ def serve(
         port=settings.port,
         log_level="info",
         access_log=False,
+        http="httptools",  # the C parser: a quarter of /healthz's cost less than h11
     )
 
 

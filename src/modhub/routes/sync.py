@@ -59,7 +59,7 @@ class RouteSync:
         """Return (module count, newest update time): it moves on every registry change."""
         with self.registry.db.read() as session:
             count, newest = session.execute(
-                select(func.count(Module.id), func.max(Module.updated_at))
+                select(func.count(), func.max(Module.updated_at)).select_from(Module)
             ).one()
         return int(count), str(newest)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, Field
 
-from modhub.api.deps import ServicesDep, require
+from modhub.api.deps import ServicesDep, lookup, require
 from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
@@ -83,7 +83,7 @@ class ValidationOut(Shape):
 
 
 @router.get("", responses=responses(401, 403, 422))
-def list_modules(
+async def list_modules(
     svc: ServicesDep,
     _principal: Reader,
     status: Status | None = None,
@@ -92,7 +92,9 @@ def list_modules(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModulePage:
     """List modules, filtered by status and a search text, a page at a time."""
-    return svc.registry.list_modules(status=status, q=q, limit=limit, offset=offset)
+    return await lookup(
+        svc, svc.registry.list_modules, status=status, q=q, limit=limit, offset=offset
+    )
 
 
 @router.post("", status_code=201, responses=responses(401, 403, 409, 413, 422))
@@ -108,9 +110,9 @@ def validate(body: ManifestBody, _principal: Reader) -> ValidationOut:
 
 
 @router.get("/{name}", responses=responses(401, 403, 404))
-def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleDetail:
+async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleDetail:
     """Return a module with its manifest, config, dependencies, dependents and versions."""
-    return svc.registry.get(name)
+    return await lookup(svc, svc.registry.get, name)
 
 
 @router.put("/{name}/status", responses={202: ACCEPTED, **responses(401, 403, 404, 409, 422)})

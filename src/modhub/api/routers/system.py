@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select, text
 
-from modhub.api.deps import ServicesDep, require
+from modhub.api.deps import ServicesDep, lookup, require
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
 from modhub.db.models import AuditEntry
 from modhub.manifest import manifest_schema
 from modhub.registry.types import Shape
+from modhub.services import Services
 
 router = APIRouter(tags=["system"])
 Reader = Annotated[Principal, Depends(require(Permission.MODULES_READ))]
@@ -71,8 +72,12 @@ health_router = APIRouter(tags=["system"])
 
 
 @health_router.get("/healthz")
-def healthz(svc: ServicesDep) -> Health:
+async def healthz(svc: ServicesDep) -> Health:
     """Answer whether the server and its database are up (no token needed)."""
-    with svc.db.read() as session:
-        session.execute(text("SELECT 1"))
+    await lookup(svc, _ping, svc)
     return Health(status="ok", database=svc.db.dialect)
+
+
+def _ping(svc: Services) -> None:
+    with svc.db.query() as connection:
+        connection.execute(text("SELECT 1"))
