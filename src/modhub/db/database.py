@@ -41,7 +41,9 @@ def _setup_sqlite(engine: Engine) -> None:
         # A writer takes the lock up front, so two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         immediate = connection.get_execution_options().get("immediate", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: through `exec_driver_sql` this one statement cost 7 % of
+        # a module list request (SQLAlchemy's execution pipeline runs for it).
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class Database:
