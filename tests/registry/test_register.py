@@ -9,6 +9,7 @@ import pytest
 
 from modhub.errors import Conflict, DependencyCycle, InvalidInput
 from modhub.registry import Registry, Status
+from modhub.registry import rows as rows_module
 from modhub.services import Services
 from tests.registry.helpers import ACTOR, audit, manifest, module_id, rows, snapshot
 
@@ -210,6 +211,38 @@ def test_a_three_module_cycle_is_named_in_full(services: Services, registry: Reg
     for name in ("alpha", "beta", "gamma"):
         assert name in caught.value.detail
     assert snapshot(services.db) == before
+
+
+def test_a_new_version_is_checked_with_its_own_dependencies(registry: Registry) -> None:
+    # A new version is only stored; its dependencies count once it becomes the active one.
+    registry.register(manifest("beta"), actor=ACTOR)
+    registry.register(manifest("alpha", deps={"beta": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("beta", "2.0.0", deps={"alpha": "^1.0.0"}), actor=ACTOR)
+
+    with pytest.raises(DependencyCycle) as caught:
+        registry.switch_version("beta", "2.0.0", actor=ACTOR, status=Status.REGISTERED, config={})
+
+    assert caught.value.cycle == ["beta", "alpha", "beta"]
+    assert registry.get("beta").version == "1.0.0"
+
+
+def test_a_cycle_through_a_wide_graph_is_found(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The walk reads the graph a level at a time in chunks of names; make the chunks tiny.
+    monkeypatch.setattr(rows_module, "IN_CHUNK", 2)
+    leaves = [f"leaf-{i}" for i in range(5)]
+    for leaf in leaves:
+        registry.register(manifest(leaf, deps={"root": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("hub", deps=dict.fromkeys(leaves, "^1.0.0")), actor=ACTOR)
+    registry.register(manifest("side", deps={"leaf-4": "^1.0.0"}), actor=ACTOR)
+
+    with pytest.raises(DependencyCycle) as caught:
+        registry.register(manifest("root", deps={"hub": "^1.0.0"}), actor=ACTOR)
+
+    assert caught.value.cycle == ["root", "hub", "leaf-0", "root"]
+    registry.register(manifest("base"), actor=ACTOR)
+    registry.register(manifest("root", deps={"base": "^1.0.0"}), actor=ACTOR)  # no cycle
 
 
 def test_shared_dependencies_are_not_a_cycle(registry: Registry) -> None:

@@ -44,6 +44,28 @@ def dependents(session: Session, name: str, *, lock: bool = False) -> Sequence[M
     return session.scalars(query.with_for_update() if lock else query).all()
 
 
+def dependency_edges(session: Session, start: str, deps: list[str]) -> dict[str, list[str]]:
+    """Return the dependency edges reachable from `start` if its dependencies were `deps`.
+
+    Empty when no module depends on `start`: then it cannot close a cycle. Otherwise the
+    graph is walked one level a query from `deps`, so registering a module reads the part
+    of the graph below it, not every edge in the registry.
+    """
+    if session.execute(_DEPENDED_ON, {"name": start}).first() is None:
+        return {}
+    edges: dict[str, list[str]] = {start: list(deps)}
+    frontier = set(deps) - {start}
+    while frontier:
+        for name in frontier:
+            edges[name] = []
+        level = sorted(frontier)
+        for i in range(0, len(level), IN_CHUNK):
+            for name, dep in session.execute(_EDGES_FROM, {"names": level[i : i + IN_CHUNK]}):
+                edges[name].append(dep)
+        frontier = {dep for name in level for dep in edges[name]} - edges.keys()
+    return edges
+
+
 def active_manifest(session: Session, module: Module) -> Manifest:
     """Return the typed manifest of a module's active version."""
     active = next(v for v in module.versions if v.version == module.version)
@@ -180,6 +202,13 @@ _DEPENDENTS = (
     .where(ModuleDependency.depends_on == bindparam("name"))
     .order_by(Module.name)
 )
+_DEPENDED_ON = select(ModuleDependency.id).where(ModuleDependency.depends_on == bindparam("name"))
+_EDGES_FROM = (
+    select(Module.name, ModuleDependency.depends_on)
+    .join(ModuleDependency)
+    .where(Module.name.in_(bindparam("names", expanding=True)))
+)
+IN_CHUNK = 500  # names per IN (...): far below every database's limit on parameters
 _VERSIONS = select(ModuleVersion.version, ModuleVersion.created_at).where(
     ModuleVersion.module_id == bindparam("id")
 )

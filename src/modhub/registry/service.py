@@ -21,6 +21,7 @@ from modhub.registry.graph import find_cycle
 from modhub.registry.planning import disable_plan, enable_plan
 from modhub.registry.rows import (
     active_manifest,
+    dependency_edges,
     dependents,
     descriptive,
     detail,
@@ -191,14 +192,8 @@ class Registry:
 
     def _refuse_cycle(self, session: Session, manifest: Manifest) -> None:
         self._lock_graph(session)
-        edges: dict[str, list[str]] = {manifest.name: list(manifest.dependencies.modules)}
-        rows = session.execute(
-            select(Module.name, ModuleDependency.depends_on).join(ModuleDependency)
-        ).all()
-        for name, dep in rows:
-            if name != manifest.name:
-                edges.setdefault(name, []).append(dep)
-        cycle = find_cycle(edges, manifest.name)
+        edges = dependency_edges(session, manifest.name, list(manifest.dependencies.modules))
+        cycle = find_cycle(edges, manifest.name) if edges else None
         if cycle:
             raise DependencyCycle(cycle)
 
