@@ -408,7 +408,8 @@ def machine() -> list[str]:
     except OSError:
         pass
     versions = ", ".join(
-        f"{name} {metadata.version(name)}" for name in ("fastapi", "uvicorn", "sqlalchemy", "httpx")
+        f"{name} {metadata.version(name)}"
+        for name in ("fastapi", "uvicorn", "httptools", "sqlalchemy", "pyjwt", "httpx")
     )
     try:
         commit = subprocess.run(
