@@ -17,6 +17,7 @@ from modhub.api.deps import ServicesDep, authenticated
 from modhub.api.problems import responses
 from modhub.auth import Principal
 from modhub.errors import NotFound
+from modhub.manifest.loader import MANIFEST_FILE
 from modhub.registry import Status
 from modhub.registry.types import Shape
 
@@ -28,6 +29,12 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".svg": "image/svg+xml",
     ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".woff2": "font/woff2",
+    ".map": "application/json",
     ".html": "text/html",
 }
 Caller = Annotated[Principal, Depends(authenticated)]
@@ -106,6 +113,8 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
         and not any(relative.is_relative_to(f) for f in folders if f != ".")
     ):
         raise NotFound(f"'{file_path}' is not in the UI folder of module '{name}'")
+    if not _servable(relative):
+        raise NotFound(f"'{file_path}' is not a UI file of module '{name}'")
     root = Path(row.path).resolve()
     target = (root / file_path).resolve()
     if not target.is_relative_to(root) or not target.is_file():
@@ -114,6 +123,17 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
         target,
         media_type=_content_type(target),
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _servable(relative: PurePosixPath) -> bool:
+    """Whether a file may be served to the browser: a web asset, never the manifest, module
+    code or a hidden file. (A page component at the module root puts the whole root in its
+    UI folder, next to handlers and module.json; these files are served without a token.)"""
+    return (
+        relative.suffix.lower() in CONTENT_TYPES
+        and relative.name != MANIFEST_FILE
+        and not any(part.startswith(".") for part in relative.parts)
     )
 
 
