@@ -35,26 +35,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import platform
 import random
-import socket
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from common import (
+    PASSWORD,
+    SECRET,
+    VMWARE_FIXTURE,
+    cpu_model,
+    git_commit,
+    load_average,
+    login,
+    percentile,
+    proc_stat,
+    software,
+    start_server,
+    stop_server,
+    utc_now,
+    verdict,
+)
 from modhub.db.models import Module, ModuleDependency, ModuleVersion
 from modhub.keys import SecretBox
 from modhub.registry import Status
@@ -63,10 +74,6 @@ from modhub.registry.service import parse_manifest
 from modhub.services import Services
 from modhub.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-VMWARE = ROOT / "tests" / "manifest" / "fixtures" / "vmware-vcenter.json"
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"
-PASSWORD = "bench password 123"
 P99_TARGET_MS = 25.0
 DETAIL_SHARE_TARGET = 1 / 3
 
@@ -160,46 +167,6 @@ def seed(data_dir: Path, count: int, registered: int) -> Seeding:
     return Seeding(count, bulk, bulk_seconds, count - bulk, register_seconds)
 
 
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `modhub serve` on `data_dir`; return the process and its URL once it answers."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODHUB_")}
-    env.update(
-        {
-            "MODHUB_DATA_DIR": str(data_dir),
-            "MODHUB_SECRET_KEY": SECRET,
-            "MODHUB_ADMIN_PASSWORD": PASSWORD,
-        }
-    )
-    log = (data_dir.parent / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modhub", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"modhub serve exited:\n{(data_dir.parent / 'serve.log').read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("modhub serve did not answer in 120 s")
-
-
 Request = tuple[str, str, bytes | None]  # method, path with query, JSON body
 
 
@@ -236,13 +203,12 @@ class Result:
 
     def percentile(self, q: float) -> float:
         """Return the q-th percentile latency in milliseconds (nearest rank)."""
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+        return percentile(self.latencies_ms, q)
 
 
 def cpu_seconds(pid: int) -> float:
     """Return the CPU time (user + system) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -346,7 +312,7 @@ async def run_load(
 
 def endpoints(count: int) -> list[Endpoint]:
     """Return the measured endpoints."""
-    vmware = json.dumps({"manifest": json.loads(VMWARE.read_text())}).encode()
+    vmware = json.dumps({"manifest": json.loads(VMWARE_FIXTURE.read_text())}).encode()
     pages = max(1, count // 50)
 
     def page(rng: random.Random) -> Request:
@@ -354,14 +320,7 @@ def endpoints(count: int) -> list[Endpoint]:
 
     return [
         Endpoint("GET /healthz", lambda _rng: ("GET", "/healthz", None)),
-        Endpoint(
-            "GET /api/v1/modules?limit=50",
-            lambda rng: (
-                "GET",
-                f"/api/v1/modules?limit=50&offset={50 * rng.randrange(pages)}",
-                None,
-            ),
-        ),
+        Endpoint("GET /api/v1/modules?limit=50", page),
         Endpoint(
             "GET /api/v1/modules/{name}",
             lambda rng: ("GET", f"/api/v1/modules/{module_name(rng.randint(1, count))}", None),
@@ -385,21 +344,13 @@ def check_answers(url: str, token: str, count: int) -> None:
     assert detail["config"] == {"host": "localhost", "interval": 5}, detail["config"]
     dependents = httpx.get(url + f"/api/v1/modules/{module_name(1)}", headers=headers).json()
     assert len(dependents["dependents"]) >= 2, dependents["dependents"]
-    vmware = {"manifest": json.loads(VMWARE.read_text())}
+    vmware = {"manifest": json.loads(VMWARE_FIXTURE.read_text())}
     answer = httpx.post(url + "/api/v1/modules/validate", json=vmware, headers=headers).json()
     assert answer["valid"] is True, answer
 
 
 def machine() -> list[str]:
     """Return lines describing this machine and the software measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     memory = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -407,33 +358,13 @@ def machine() -> list[str]:
                 memory = f", {int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
     except OSError:
         pass
-    versions = ", ".join(
-        f"{name} {metadata.version(name)}"
-        for name in ("fastapi", "uvicorn", "httptools", "sqlalchemy", "pyjwt", "httpx")
-    )
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    commit, dirty = git_commit()
+    described = f"{commit}-dirty" if commit and dirty else commit
     return [
-        f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}; "
-        f"commit {commit or 'unknown'}",
-        f"machine: {cpu}, {os.cpu_count()} CPUs{memory}; {platform.platform()}",
-        f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {versions}",
+        f"date: {utc_now()}; commit {described or 'unknown'}",
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs{memory}; {platform.platform()}",
+        software("fastapi", "uvicorn", "httptools", "sqlalchemy", "pyjwt", "httpx"),
     ]
-
-
-def load_average() -> str:
-    """Return the 1/5/15-minute load averages."""
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def main() -> None:
@@ -472,9 +403,7 @@ def main() -> None:
         )
     process, url = start_server(data_dir)
     try:
-        token = httpx.post(
-            url + "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-        ).json()["accessToken"]
+        token = login(url)
         check_answers(url, token, args.modules)
         measured = endpoints(args.modules)
         plan = [
@@ -492,8 +421,7 @@ def main() -> None:
                 file=sys.stderr,
             )
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
     print(f"load average at end: {load_average()}")
     print()
     print(
@@ -517,12 +445,12 @@ def main() -> None:
     print(f"Targets, under the load of {args.clients} concurrent clients:")
     for label in ("GET /api/v1/modules?limit=50", "GET /api/v1/modules/{name}"):
         p99 = by_label[label].percentile(99)
-        verdict = "PASS" if p99 < P99_TARGET_MS else "MISS"
-        print(f"{verdict}  p99 of `{label}` < {P99_TARGET_MS:.0f} ms: {p99:.1f} ms")
+        mark = verdict(p99 < P99_TARGET_MS)
+        print(f"{mark}  p99 of `{label}` < {P99_TARGET_MS:.0f} ms: {p99:.1f} ms")
     share = detail.rps / health.rps
-    verdict = "PASS" if share >= DETAIL_SHARE_TARGET else "MISS"
+    mark = verdict(share >= DETAIL_SHARE_TARGET)
     print(
-        f"{verdict}  detail throughput >= 1/3 of healthz: {share:.2f} ({detail.rps:.0f} vs "
+        f"{mark}  detail throughput >= 1/3 of healthz: {share:.2f} ({detail.rps:.0f} vs "
         f"{health.rps:.0f} req/s, the better of the healthz runs "
         f"{' and '.join(f'{r.rps:.0f}' for r in baselines)})"
     )

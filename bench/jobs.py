@@ -48,7 +48,6 @@ import os
 import platform
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -58,12 +57,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from common import SECRET, cpu_model, load_average, software, usable_cores, utc_now, verdict
 from modhub.db import Database, upgrade
 from modhub.db.models import JobRun, Module
 from modhub.jobs import JobLimits, JobRunner
@@ -72,7 +71,6 @@ from modhub.sandbox import PoolLimits, WorkerPool
 from modhub.services import Services
 from modhub.settings import Settings
 
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CPU_TARGET = 0.05  # of one core
 DELAY_TARGET = 1.0  # seconds, p99
@@ -84,13 +82,13 @@ HANDLER = "import time\n\n\ndef handler(context):\n    return {'began': time.tim
 
 
 def pct(values: list[float], q: float) -> float:
-    """Return the q-quantile (0..1) of `values`, nearest rank."""
+    """Return the q-quantile (0..1) of `values`: the value at index round(q * (n - 1)).
+
+    Not `common.percentile` (rank round(q * n)): at q = 0.99 the two pick neighbouring
+    values for some sizes (n = 51, 150, 251, 350, ...), and this script's figures keep this one.
+    """
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 @contextmanager
@@ -121,17 +119,33 @@ def database(kind: str, folder: Path) -> Iterator[str | None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_services(folder: Path, url: str, **overrides: Any) -> Services:
-    settings = Settings(
-        data_dir=folder / "data",
-        database_url=url,
-        secret_key=SECRET,
-        scheduler=False,
-        pip_offline=True,
-        operation_wait_seconds=300,
-        **overrides,
-    )
-    return Services.start(settings)
+@contextmanager
+def fresh_services(kind: str) -> Iterator[tuple[Path, Services] | None]:
+    """Yield a temporary folder and `Services` (no scheduler loop) on a fresh `kind`
+    database; yield None if PostgreSQL is not reachable.
+
+    Afterwards the services close and their data dir goes, then the database and the folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
+        folder = Path(tmp)
+        with database(kind, folder) as url:
+            if url is None:
+                yield None
+                return
+            settings = Settings(
+                data_dir=folder / "data",
+                database_url=url,
+                secret_key=SECRET,
+                scheduler=False,
+                pip_offline=True,
+                operation_wait_seconds=300,
+            )
+            svc = Services.start(settings)
+            try:
+                yield folder, svc
+            finally:
+                svc.close()
+                shutil.rmtree(folder / "data", ignore_errors=True)
 
 
 def manifest(name: str, jobs: int) -> dict[str, Any]:
@@ -418,21 +432,12 @@ def print_execution(results: list[Boundary], expected: int) -> bool:
 
 
 def machine() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("sqlalchemy", "croniter"))
+    """Return lines describing this machine, the software measured and the load."""
     return [
-        f"date: {datetime.datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
-        f"machine: {cpu}, {cores} cores; {platform.platform()}",
-        f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {versions}",
-        f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"date: {utc_now()}",
+        f"machine: {cpu_model()}, {usable_cores()} cores; {platform.platform()}",
+        software("sqlalchemy", "croniter"),
+        f"load average before: {load_average()}",
     ]
 
 
@@ -458,19 +463,14 @@ def main() -> None:
                 f"= {total:,} jobs on '* * * * *', fake clock, {args.minutes} simulated "
                 "minutes, one tick per simulated second, nothing executed"
             )
-            with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
-                folder = Path(tmp)
-                with database(kind, folder) as url:
-                    if url is not None:
-                        svc = start_services(folder, url)
-                        try:
-                            took = register_modules(svc, folder, args.modules, args.jobs)
-                            print(f"  setup: registered and enabled in {took:.1f} s")
-                            result = asyncio.run(drive_scheduler(svc, args.minutes))
-                            ok = print_scheduler(result, total)
-                            verdicts.append((f"scheduler CPU, {kind}", ok))
-                        finally:
-                            svc.close()
+            with fresh_services(kind) as fresh:
+                if fresh is not None:
+                    folder, svc = fresh
+                    took = register_modules(svc, folder, args.modules, args.jobs)
+                    print(f"  setup: registered and enabled in {took:.1f} s")
+                    result = asyncio.run(drive_scheduler(svc, args.minutes))
+                    ok = print_scheduler(result, total)
+                    verdicts.append((f"scheduler CPU, {kind}", ok))
         if args.phase in ("execution", "both"):
             expected = args.exec_modules * args.jobs
             print(
@@ -479,24 +479,18 @@ def main() -> None:
                 f"real clock shifted to {args.boundaries} boundaries, ticks on whole seconds "
                 "as in JobRunner.run, 8 runs at once, 2 per module"
             )
-            with tempfile.TemporaryDirectory(prefix="modhub-bench-jobs-") as tmp:
-                folder = Path(tmp)
-                with database(kind, folder) as url:
-                    if url is not None:
-                        svc = start_services(folder, url)
-                        try:
-                            took = install_modules(svc, folder, args.exec_modules, args.jobs)
-                            print(
-                                f"  setup: {args.exec_modules} bundles installed and enabled "
-                                f"in {took:.1f} s"
-                            )
-                            results = asyncio.run(drive_execution(svc, args.boundaries))
-                            ok = print_execution(results, expected)
-                            verdicts.append((f"firing delay, {kind}", ok))
-                        finally:
-                            svc.close()
-                            shutil.rmtree(folder / "data", ignore_errors=True)
-    print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            with fresh_services(kind) as fresh:
+                if fresh is not None:
+                    folder, svc = fresh
+                    took = install_modules(svc, folder, args.exec_modules, args.jobs)
+                    print(
+                        f"  setup: {args.exec_modules} bundles installed and enabled "
+                        f"in {took:.1f} s"
+                    )
+                    results = asyncio.run(drive_execution(svc, args.boundaries))
+                    ok = print_execution(results, expected)
+                    verdicts.append((f"firing delay, {kind}", ok))
+    print(f"\nload average after: {load_average()}")
     print("summary:")
     for name, ok in verdicts:
         print(f"  {verdict(ok)}  {name}")

@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import ensurepip
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -47,10 +45,10 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common import library_versions, machine_summary, utc_now, verdict
 from modhub.lifecycle import Lifecycle
 from modhub.registry import Status
 from modhub.services import Services
@@ -64,7 +62,11 @@ UV_STEPS = {"install+enable": "of which uv (enable)", "upgrade": "of which uv (u
 
 
 def build_wheel(folder: Path, name: str, version: str) -> Path:
-    """Write a pure-Python wheel of `name` at `version` exposing VERSION; return its path."""
+    """Write a pure-Python wheel of `name` at `version` exposing VERSION; return its path.
+
+    tests/lifecycle/test_environment.py has the same builder for its own package; bench
+    does not import from tests/, and this script is the only one in bench/ that needs it.
+    """
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
     files = {
@@ -233,24 +235,6 @@ def run_classic(work: Path, wheel_dir: Path, runs: int) -> dict[str, list[float]
     return times
 
 
-def machine() -> str:
-    """Return the CPU model, cores, Python version and the load before the run."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {cores} cores, {platform.python_implementation()} "
-        f"{platform.python_version()} on {platform.system()} {platform.machine()}{load}"
-    )
-
-
 def med(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -263,8 +247,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args()
 
-    host = machine()
-    started = datetime.datetime.now(datetime.UTC)
+    host = machine_summary()
+    started = utc_now()
     with tempfile.TemporaryDirectory(prefix="modhub-bench-") as tmp:
         work = Path(tmp)
         wheel_dir = work / "wheels"
@@ -294,11 +278,11 @@ def main() -> None:
             services.close()
         classic = run_classic(work, wheel_dir, args.classic_runs)
 
-    uv_version = metadata.version("uv")
+    uv = library_versions("uv")
     print("modhub lifecycle: time per step (seconds, wall clock)")
-    print(f"date:    {started:%Y-%m-%d %H:%M UTC}")
+    print(f"date:    {started}")
     print(f"machine: {host}")
-    print(f"libs:    uv {uv_version}, pip {ensurepip.version()} (ensurepip), SQLite")
+    print(f"libs:    {uv}, pip {ensurepip.version()} (ensurepip), SQLite")
     print(
         f"runs:    {args.runs} modules per scenario (fresh names, one data dir), "
         f"classic {args.classic_runs}×"
@@ -311,10 +295,10 @@ def main() -> None:
     print(header)
     rows: list[tuple[str, float, float, float, float, str]] = []
     for step in (*STEPS, *UV_STEPS.values()):
-        verdict = ""
+        mark = ""
         if step in STEPS:
-            verdict = "PASS" if max(a[step]) < TARGET else "MISS"
-        row = (step, med(a[step]), max(a[step]), med(b[step]), max(b[step]), verdict)
+            mark = verdict(max(a[step]) < TARGET)
+        row = (step, med(a[step]), max(a[step]), med(b[step]), max(b[step]), mark)
         rows.append(row)
         print(
             f"{row[0]:<24} {row[1]:>10.3f} {row[2]:>8.3f} {row[3]:>10.3f} {row[4]:>8.3f}  {row[5]}"
@@ -334,15 +318,15 @@ def main() -> None:
 
     if args.markdown:
         print()
-        print(f"Run on {started:%Y-%m-%d %H:%M UTC}, {host}; uv {uv_version}, SQLite.")
+        print(f"Run on {started}, {host}; {uv}, SQLite.")
         print(f"{args.runs} modules per scenario, classic {args.classic_runs}×.")
         print()
         print(
             "| step | (a) no deps: median | (a) max | (b) one wheel: median | (b) max | (a) < 2 s |"
         )
         print("| --- | ---: | ---: | ---: | ---: | --- |")
-        for step, am, ax, bm, bx, verdict in rows:
-            print(f"| {step} | {am:.3f} s | {ax:.3f} s | {bm:.3f} s | {bx:.3f} s | {verdict} |")
+        for step, am, ax, bm, bx, mark in rows:
+            print(f"| {step} | {am:.3f} s | {ax:.3f} s | {bm:.3f} s | {bx:.3f} s | {mark} |")
         print()
         print(f"| classic, `{PACKAGE}` from the same wheel folder | median | max |")
         print("| --- | ---: | ---: |")

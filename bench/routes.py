@@ -43,31 +43,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from common import (
+    cpu_model,
+    git_commit,
+    library_versions,
+    load_average,
+    login,
+    percentile,
+    proc_stat,
+    python_build,
+    start_server,
+    stop_server,
+    utc_now,
+    verdict,
+)
 from modhub.lifecycle.bundle import pack_folder
 from modhub.sandbox import isolation
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"
-PASSWORD = "bench password 123"
 MODULE = "bench-ping"
 ADDED_P50_TARGET_MS = 1.0
 THROUGHPUT_SHARE_TARGET = 0.5
@@ -92,57 +99,6 @@ def write_module(folder: Path, name: str) -> Path:
     }
     (root / "module.json").write_text(json.dumps(manifest, indent=2))
     return root
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `modhub serve` on `data_dir`; return the process and its URL once it answers."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODHUB_")}
-    env.update(
-        {
-            "MODHUB_DATA_DIR": str(data_dir),
-            "MODHUB_SECRET_KEY": SECRET,
-            "MODHUB_ADMIN_PASSWORD": PASSWORD,
-            "MODHUB_WORKER_IDLE_SECONDS": "3600",  # idle workers stay for the memory figure
-        }
-    )
-    log_path = data_dir.parent / "serve.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modhub", "serve", "--port", str(port)],
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"modhub serve exited:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("modhub serve did not answer in 120 s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server (its workers die with it)."""
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def install(client: httpx.Client, folder: Path, tmp: Path) -> dict[str, Any]:
@@ -178,10 +134,9 @@ def children() -> dict[int, list[int]]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            ppid = int(proc_stat(int(entry.name))[1])
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
         tree.setdefault(ppid, []).append(int(entry.name))
     return tree
 
@@ -329,8 +284,7 @@ class Tally:
 
     def percentile(self, q: float) -> float:
         """Return the q-th percentile latency in milliseconds (nearest rank)."""
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+        return percentile(self.latencies_ms, q)
 
     @property
     def mean_ms(self) -> float:
@@ -546,35 +500,12 @@ async def profile_module_route(
 
 def machine() -> list[str]:
     """Return lines describing this machine and the software measured."""
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        commit, dirty = "?", ""
-    versions = ", ".join(
-        f"{name} {metadata.version(name)}" for name in ("fastapi", "uvicorn", "httpx")
-    )
+    commit, dirty = git_commit()
     bwrap = shutil.which("bwrap")
     return [
-        f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
-        f"machine: {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start",
-        f"python: {platform.python_implementation()} {platform.python_version()} on "
-        f"{platform.system()} {platform.machine()}; {versions}",
+        f"date: {utc_now()}",
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, load {load_average(1)} at start",
+        f"python: {python_build()}; {library_versions('fastapi', 'uvicorn', 'httpx')}",
         f"isolation: {isolation()}{f' ({bwrap})' if bwrap else ''}; running as uid {os.getuid()}",
         f"commit: {commit or '?'}{' plus a modified working tree' if dirty else ''}",
     ]
@@ -600,11 +531,6 @@ def print_table(tallies: list[Tally]) -> None:
         )
 
 
-def verdict(passed: bool) -> str:
-    """Return PASS or MISS."""
-    return "PASS" if passed else "MISS"
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -627,11 +553,10 @@ def main() -> None:
         modules = [write_module(sources, MODULE)]
         idle = [f"bench-idle-{i:02d}" for i in range(args.idle_modules)]
         modules += [write_module(sources, name) for name in idle]
-        server, url = start_server(tmp / "data")
+        # idle workers stay for the memory figure
+        server, url = start_server(tmp / "data", {"MODHUB_WORKER_IDLE_SECONDS": "3600"})
         try:
-            token = httpx.post(
-                url + "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-            ).json()["accessToken"]
+            token = login(url)
             with httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300
             ) as client:
@@ -750,7 +675,7 @@ async def measure(
     print(f"server process: RSS {server_rss / 1024:.1f} MiB, PSS {server_pss / 1024:.1f} MiB")
     if args.profile:
         await profile_module_route(url, token, module, args.clients, args.seconds, server_pid)
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"\nload average at the end: {load_average(1)}")
 
 
 if __name__ == "__main__":

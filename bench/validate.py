@@ -21,21 +21,16 @@ microsecond, and it is counted in their time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
-from importlib import metadata
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jsonschema_rs
 
+from common import VMWARE_FIXTURE, library_versions, machine_summary, utc_now
 from modhub.manifest import manifest_schema, validate_manifest
 
-FIXTURE = Path(__file__).parent.parent / "tests" / "manifest" / "fixtures" / "vmware-vcenter.json"
 TARGET = 5_000
 BATCH = 50
 ROUNDS = 5
@@ -102,31 +97,13 @@ def every_value_new(doc: dict[str, Any]) -> Callable[[int], object]:
     return step
 
 
-def machine() -> str:
-    """Return the CPU model, cores, Python version and the load before the run."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {cores} cores, {platform.python_implementation()} "
-        f"{platform.python_version()} on {platform.system()} {platform.machine()}{load}"
-    )
-
-
 def main() -> None:
     """Run every measurement and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per row (default 2)")
     seconds = parser.parse_args().seconds
 
-    text = FIXTURE.read_text("utf-8")
+    text = VMWARE_FIXTURE.read_text("utf-8")
     doc = json.loads(text)
     result = validate_manifest(doc)
     assert result.valid, result.errors
@@ -143,13 +120,10 @@ def main() -> None:
     }
     schema = max(rows["JSON Schema only (jsonschema-rs)"])
 
-    print(f"modhub manifest validation: {FIXTURE.name} ({len(text):,} bytes)")
-    print(f"date:    {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}")
-    print(f"machine: {machine()}")
-    print(
-        f"libs:    pydantic {metadata.version('pydantic')}, "
-        f"jsonschema-rs {metadata.version('jsonschema-rs')}"
-    )
+    print(f"modhub manifest validation: {VMWARE_FIXTURE.name} ({len(text):,} bytes)")
+    print(f"date:    {utc_now()}")
+    print(f"machine: {machine_summary()}")
+    print(f"libs:    {library_versions('pydantic', 'jsonschema-rs')}")
     print(f"each row: {ROUNDS} rounds over {seconds:g} s after a warm-up")
     print()
     print(
