@@ -14,6 +14,7 @@ from rich.table import Table
 from modhub import __version__
 from modhub.cli.app import app, out
 from modhub.lifecycle.environment import uv_bin
+from modhub.sandbox.cgroups import Cgroups
 from modhub.sandbox.launch import bwrap_path, isolation
 from modhub.settings import Settings
 
@@ -47,6 +48,16 @@ def doctor(
             "rlimits and a scrubbed environment only "
             "(install bubblewrap for namespaces: apt-get install bubblewrap)",
         )
+    groups = Cgroups.detect()
+    if groups is not None:
+        groups.close()
+    table.add_row(
+        "process-tree limits",
+        groups.describe()
+        if groups
+        else "none: memory and process limits hold per process only (rlimits); give modhub "
+        "writable cgroup v1 memory and pids, or a delegated cgroup v2 group",
+    )
     table.add_row("modhub", __version__)
     table.add_row("python", f"{platform.python_version()} ({platform.python_implementation()})")
     table.add_row("uv", _version([uv_bin(), "--version"]))

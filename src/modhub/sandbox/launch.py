@@ -25,6 +25,7 @@ from modhub.sandbox import worker as worker_module
 WORKER_SCRIPT = "modhub_worker.py"
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 FIRST_MODULE_UID = 200_000
+MAX_TASKS = 64  # processes and threads of one worker (RLIMIT_NPROC, and cgroup pids.max)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def command(
         str(runtime.memory_mb),
         "--concurrency",
         str(runtime.max_concurrency),
+        "--nproc",
+        str(MAX_TASKS),
         "--uid",
         str(uid),
     ]

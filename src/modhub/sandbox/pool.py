@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from modhub.errors import (
     HandlerTimeout,
     WorkerUnavailable,
 )
+from modhub.sandbox.cgroups import Cgroups, Group
 from modhub.sandbox.launch import (
+    MAX_TASKS,
     ModuleRuntime,
     command,
     descendants,
@@ -63,6 +66,7 @@ class Worker:
     retiring: bool = False
     failed: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    group: Group | None = None  # its control group, where the machine gives modhub some
 
     @property
     def busy(self) -> bool:
@@ -86,6 +90,7 @@ class WorkerPool:
         self.limits = limits or PoolLimits()
         self.root = root
         self.runtime_dir = prepare_runtime(root / "runtime")
+        self.cgroups = Cgroups.detect()
         self.workers: dict[str, Worker] = {}
         self.health: dict[str, Health] = collections.defaultdict(Health)
         self.logs: dict[str, collections.deque[str]] = collections.defaultdict(
@@ -174,6 +179,16 @@ class WorkerPool:
 
     async def _start(self, runtime: ModuleRuntime) -> Worker:
         argv, env = command(runtime, self.runtime_dir, self.root / "tmp" / runtime.name)
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = self.cgroups.create(runtime.key, runtime.memory_mb, MAX_TASKS)
+            except OSError as exc:  # the machine gave modhub groups: never start without one
+                self._record_failure(runtime, f"cannot make its control group: {exc}")
+                raise WorkerUnavailable(
+                    f"module '{runtime.name}' worker cannot start: no control group ({exc})"
+                ) from None
+            argv = group.joined(argv)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -186,9 +201,11 @@ class WorkerPool:
                 start_new_session=True,
             )
         except OSError as exc:
+            if group is not None:
+                group.remove()
             self._record_failure(runtime, f"cannot start worker: {exc}")
             raise WorkerUnavailable(f"module '{runtime.name}' worker cannot start: {exc}") from None
-        worker = Worker(runtime, process, asyncio.Semaphore(runtime.max_concurrency))
+        worker = Worker(runtime, process, asyncio.Semaphore(runtime.max_concurrency), group=group)
         worker.tasks = [
             asyncio.create_task(self._read_answers(worker)),
             asyncio.create_task(self._read_log(worker)),
@@ -330,6 +347,8 @@ class WorkerPool:
             worker.retiring = True
             await _kill(worker)
         self.workers.clear()
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     def stats(self) -> dict[str, Any]:
         """Return live workers and crash counts (for `modhub doctor` and tests)."""
@@ -341,21 +360,34 @@ class WorkerPool:
 
 async def _kill(worker: Worker) -> None:
     process = worker.process
+    group = worker.group
     if process.returncode is None:
         # The sandbox's own processes are killed too: if one outlived bwrap it would hold
         # the pipes open, and waiting for the process would never end.
-        tree = descendants(process.pid)
-        for pid in [process.pid, *tree]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        tree = {*descendants(process.pid), *(group.pids() if group else ())}
+        _kill_all([process.pid, *tree])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), 10)
         deadline = time.monotonic() + 2
         while any(_running(pid) for pid in tree) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+    if group is not None:
+        # The group lists every process the worker started, even one that left its tree
+        # or outlived a worker that crashed on its own; a process leaves it when reaped.
+        deadline = time.monotonic() + 2
+        while (left := group.pids()) and time.monotonic() < deadline:
+            _kill_all(left)
+            await asyncio.sleep(0.02)
+        group.remove()
     for task in worker.tasks:
         if task is not asyncio.current_task():
             task.cancel()
+
+
+def _kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:

@@ -85,6 +85,29 @@ def fork_bomb(request):
             pass
 
 
+def fork_hogs(request):
+    """Fork children that each hold a share of the memory limit, inside RLIMIT_AS
+    (which bounds one process), together far over it; report how each ended."""
+    children, each_mb = int(request.query["children"]), int(request.query["mb"])
+    pids = []
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                held = bytearray(each_mb * 1024 * 1024)
+                for i in range(0, len(held), 4096):
+                    held[i] = 1  # touch every page: resident, not just reserved
+                time.sleep(3)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    ended = []
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        ended.append(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+    return {"ended": ended}
+
+
 def huge_response(request):
     return Response(body=b"x" * (100 * 1024 * 1024))
 

@@ -1,0 +1,45 @@
+"""`modhub doctor`: it says which isolation and which process-tree limits workers get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modhub.cli import app
+from modhub.sandbox.cgroups import Cgroups
+
+
+def doctor(tmp_path: Path) -> str:
+    result = CliRunner().invoke(
+        app, ["doctor", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_doctor_names_the_control_groups_workers_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODHUB_CGROUPS", raising=False)
+    groups = Cgroups.detect()
+    if groups is not None:
+        groups.close()
+
+    output = doctor(tmp_path)
+
+    assert "process-tree limits" in output
+    if groups is None:
+        assert "none: memory and process limits hold per process only" in output
+    else:
+        assert f"cgroup v{groups.version} memory and pids limits" in output
+    assert "isolation" in output
+
+
+def test_doctor_says_when_limits_hold_per_process_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODHUB_CGROUPS", "off")
+
+    assert "none: memory and process limits hold per process only" in doctor(tmp_path)
