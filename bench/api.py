@@ -66,6 +66,7 @@ from common import (
     utc_now,
     verdict,
 )
+from modhub.db import Database, upgrade
 from modhub.db.models import Module, ModuleDependency, ModuleVersion
 from modhub.keys import SecretBox
 from modhub.registry import Status
@@ -124,9 +125,16 @@ class Seeding:
     register_seconds: float
 
 
-def seed(data_dir: Path, count: int, registered: int) -> Seeding:
-    """Fill the embedded database of `data_dir` with `count` modules; time both ways."""
-    settings = Settings(data_dir=data_dir, secret_key=SECRET, admin_password=PASSWORD)
+def seed(data_dir: Path, count: int, registered: int, database_url: str | None) -> Seeding:
+    """Fill the database (embedded in `data_dir` unless `database_url`) with `count`
+    modules; time both ways."""
+    settings = Settings(
+        data_dir=data_dir, secret_key=SECRET, admin_password=PASSWORD, database_url=database_url
+    )
+    if database_url:  # a server database is migrated by `modhub db upgrade`, not at start
+        db = Database(settings.db_url)
+        upgrade(db.engine)
+        db.dispose()
     services = Services.start(settings)
     box = SecretBox(SECRET)
     bulk = max(0, count - registered)
@@ -380,6 +388,11 @@ def main() -> None:
     parser.add_argument(
         "--reuse", type=Path, help="a data dir kept by --keep: skip filling the registry"
     )
+    parser.add_argument(
+        "--database-url",
+        help="an empty PostgreSQL database to use instead of the embedded SQLite one "
+        "(the targets are for SQLite; this shows the server-database path)",
+    )
     args = parser.parse_args()
 
     for line in machine():
@@ -392,7 +405,7 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="modhub-bench-api-"))
         data_dir = tmp / "data"
-        seeding = seed(data_dir, args.modules, args.registered)
+        seeding = seed(data_dir, args.modules, args.registered, args.database_url)
         bulk_rate = seeding.bulk / max(seeding.bulk_seconds, 1e-9)
         print(
             f"registry: {seeding.modules} modules; {seeding.bulk} written in one transaction "
@@ -401,7 +414,9 @@ def main() -> None:
             f"{seeding.register_seconds:.1f} s "
             f"({1000 * seeding.register_seconds / max(seeding.registered, 1):.1f} ms each)"
         )
-    process, url = start_server(data_dir)
+    database = {"MODHUB_DATABASE_URL": args.database_url} if args.database_url else {}
+    print(f"database: {args.database_url.split('@')[-1] if args.database_url else 'SQLite'}")
+    process, url = start_server(data_dir, database)
     try:
         token = login(url)
         check_answers(url, token, args.modules)
@@ -442,7 +457,8 @@ def main() -> None:
     baselines = [r for r in loaded if r.label == "GET /healthz"]
     health = max(baselines, key=lambda r: r.rps)
     detail = by_label["GET /api/v1/modules/{name}"]
-    print(f"Targets, under the load of {args.clients} concurrent clients:")
+    where = " (set for SQLite; PostgreSQL shown against them)" if args.database_url else ""
+    print(f"Targets{where}, under the load of {args.clients} concurrent clients:")
     for label in ("GET /api/v1/modules?limit=50", "GET /api/v1/modules/{name}"):
         p99 = by_label[label].percentile(99)
         mark = verdict(p99 < P99_TARGET_MS)
