@@ -232,3 +232,18 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     log: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The runner (`RunnerLease.owner`) executing it while `running`; None before 0004.
+    owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunnerLease(Base):
+    """A live job runner (one per process) and when it was last seen. The runner renews
+    `seen_at` on its heartbeat; when that stops, other runners fail the runs it owns."""
+
+    __tablename__ = "job_runners"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modhub.errors import HandlerMissing, HandlerTimeout, ModhubError, NotFound
+from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import RunStore, RunView
 from modhub.manifest import Manifest
@@ -51,13 +52,15 @@ def _consume(call: asyncio.Future[Any]) -> None:
 
 @dataclass(frozen=True)
 class JobLimits:
-    """How many runs execute at once, and how retries back off."""
+    """How many runs execute at once, how retries back off, how often the runner renews
+    its lease (the lease expires after `lease.LEASE_BEATS` heartbeats)."""
 
     concurrency: int = 8
     per_module: int = 2
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     retention: timedelta = timedelta(days=30)
+    heartbeat: timedelta = timedelta(seconds=10)
 
 
 class JobRunner:
@@ -77,6 +80,7 @@ class JobRunner:
         self.limits = limits or JobLimits()
         self.clock = clock
         self.store = RunStore(registry.db)
+        self.lease = Lease(self.store, self.limits.heartbeat)
         self.specs: dict[tuple[str, str], JobSpec] = {}
         self.last: dict[tuple[str, str], datetime] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -231,7 +235,7 @@ class JobRunner:
 
     async def _start_ready(self, now: datetime) -> None:
         room = self.limits.concurrency - len(self.tasks)
-        if room <= 0:
+        if room <= 0 or not self.lease.held(now):  # `tick` renews it first
             return
         for run in await asyncio.to_thread(self.store.ready, now, room * 4):
             if len(self.tasks) >= self.limits.concurrency:
@@ -241,7 +245,7 @@ class JobRunner:
                 continue  # its module is not enabled at that version (refresh cancels it)
             if self._module_load[run.module] >= self.limits.per_module:
                 continue
-            if not await asyncio.to_thread(self.store.claim, run.id, now):
+            if not await asyncio.to_thread(self.store.claim, run.id, now, self.lease.owner.id):
                 continue
             self._module_load[run.module] += 1
             self._run_modules[run.id] = run.module
@@ -334,7 +338,10 @@ class JobRunner:
     # -- the loop --------------------------------------------------------------------------
 
     async def tick(self, now: datetime) -> None:
-        """Do one round: reload jobs if the registry moved, fire due ticks, start runs."""
+        """Do one round: renew the lease (and fail runs of runners that are gone) when the
+        heartbeat is due, reload jobs if the registry moved, fire due ticks, start runs."""
+        if self.lease.due(now):
+            await asyncio.to_thread(self.lease.keep, now)
         fingerprint = await asyncio.to_thread(self._registry_fingerprint)
         if fingerprint != self._fingerprint:
             await asyncio.to_thread(self.refresh, now)
@@ -356,16 +363,23 @@ class JobRunner:
             )
 
     async def run(self, interval: float = 1.0) -> None:
-        """Tick forever with the real clock."""
-        await asyncio.to_thread(self.store.interrupt_running, self.clock())
-        while True:
+        """Tick forever with the real clock; give the lease up when stopped."""
+        try:
+            while True:
+                try:
+                    # The first tick takes the lease and fails the runs a crash of this
+                    # process left running (`Lease.keep`); later ticks renew it.
+                    await self.tick(self.clock())
+                except Exception:
+                    log.exception("job scheduler tick failed")
+                # Tick on the clock's whole seconds: a minute's runs fire ms after it starts.
+                now = self.clock()
+                await asyncio.sleep(interval - (now.timestamp() % interval))
+        finally:
             try:
-                await self.tick(self.clock())
+                self.lease.release()  # here and now: a cancelled task may not run again
             except Exception:
-                log.exception("job scheduler tick failed")
-            # Tick on the clock's whole seconds: a minute's runs fire ms after it starts.
-            now = self.clock()
-            await asyncio.sleep(interval - (now.timestamp() % interval))
+                log.exception("could not release the job runner's lease")
 
     async def drain(self) -> None:
         """Wait for every started run to finish (tests and shutdown)."""

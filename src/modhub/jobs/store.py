@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modhub.db import Database
-from modhub.db.models import JobRun
+from modhub.db.models import JobRun, RunnerLease
 from modhub.errors import Conflict, NotFound
+from modhub.jobs.lease import Owner, gone
 from modhub.registry.types import Shape
 
 ACTIVE = ("queued", "running")
@@ -137,13 +138,14 @@ class RunStore:
                 )
             )
 
-    def claim(self, run_id: int, now: datetime) -> bool:
-        """Mark a queued run running; False when another executor took it first."""
+    def claim(self, run_id: int, now: datetime, owner: str) -> bool:
+        """Mark a queued run running, owned by the runner `owner`; False when another
+        executor took it first."""
         with self.db.write() as session:
             result = session.execute(
                 update(JobRun)
                 .where(JobRun.id == run_id, JobRun.status == "queued")
-                .values(status="running", started_at=now)
+                .values(status="running", started_at=now, owner=owner)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -223,14 +225,68 @@ class RunStore:
                 cancelled += int(result.rowcount)  # type: ignore[attr-defined]
             return cancelled
 
-    def interrupt_running(self, now: datetime) -> int:
-        """At start-up: runs left running by a stopped process are failed."""
+    def beat(self, owner: Owner, now: datetime) -> None:
+        """Renew a runner's lease (made on its first heartbeat, or again if others
+        expired it while it was stalled)."""
         with self.db.write() as session:
+            renewed = session.execute(
+                update(RunnerLease).where(RunnerLease.owner == owner.id).values(seen_at=now)
+            )
+            if not renewed.rowcount:  # type: ignore[attr-defined]
+                session.add(
+                    RunnerLease(
+                        owner=owner.id, host=owner.host, pid=owner.pid, started_at=now, seen_at=now
+                    )
+                )
+
+    def release(self, owner: str) -> None:
+        """Delete a runner's lease (it stops)."""
+        with self.db.write() as session:
+            session.execute(delete(RunnerLease).where(RunnerLease.owner == owner))
+
+    def interrupt_running(self, now: datetime, owner: str, ttl: timedelta) -> int:
+        """Fail the running runs no live runner owns; return how many.
+
+        `owner` (the caller) is alive. Another runner is gone when its lease is older than
+        `ttl` or its process is known to have stopped (`lease.gone`); runs of a runner with
+        no lease, or with no owner (started before owners were recorded), are failed too.
+        The leases of gone runners are deleted. At start-up this is what fails the runs a
+        crash of this process left running, without touching other processes' runs.
+        """
+        cutoff = now - ttl
+        with self.db.write() as session:
+            leases = session.execute(
+                select(RunnerLease.owner, RunnerLease.host, RunnerLease.pid, RunnerLease.seen_at)
+            ).all()
+            expired = [o for o, _, _, seen in leases if o != owner and seen < cutoff]
+            stopped = [o for o, host, pid, _ in leases if o != owner and gone(o, host, pid)]
+            # One statement, so a runner that takes its lease and claims a run meanwhile is
+            # seen alive with its run (the subquery and the rows share one snapshot).
+            live = select(RunnerLease.owner).where(
+                RunnerLease.seen_at >= cutoff, RunnerLease.owner.not_in(stopped)
+            )
             result = session.execute(
                 update(JobRun)
-                .where(JobRun.status == "running")
+                .where(
+                    JobRun.status == "running",
+                    or_(
+                        JobRun.owner.is_(None),
+                        and_(JobRun.owner != owner, JobRun.owner.not_in(live)),
+                    ),
+                )
                 .values(status="failed", finished_at=now, error="interrupted: the server stopped")
+                .execution_options(synchronize_session=False)
             )
+            if expired or stopped:
+                session.execute(
+                    delete(RunnerLease).where(
+                        or_(
+                            # not one that came back and renewed its lease meanwhile
+                            and_(RunnerLease.owner.in_(expired), RunnerLease.seen_at < cutoff),
+                            RunnerLease.owner.in_(stopped),
+                        )
+                    )
+                )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def get(self, run_id: int) -> RunView:
