@@ -114,4 +114,5 @@ class Services:
     def close(self) -> None:
         """Stop background operations and release the database connections."""
         self.operations.shutdown()
+        self.auth.token_uses.close()  # writes the API token uses it has noted
         self.db.dispose()

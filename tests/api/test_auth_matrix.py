@@ -2,6 +2,7 @@
 
 Permission model (the design brief): viewer has `modules:read`; operator also
 `modules:write` (status, config); admin everything (register, delete, users, roles).
+API tokens are listed and revoked by any user (their own; an admin's, anyone's).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.api.conftest import API, assert_problem, manifest, register
 from tests.conftest import PASSWORD, ROLES, SECRET, bearer
 
 READ, WRITE, ADMIN, USERS = "modules:read", "modules:write", "modules:admin", "users:admin"
+ANY_USER = "any authenticated user"
 # What each role may do, as the design brief states it (not as the code computes it).
 GRANTS = {"viewer": {READ}, "operator": {READ, WRITE}, "admin": {READ, WRITE, ADMIN, USERS}}
 
@@ -44,6 +46,8 @@ ENDPOINTS: list[tuple[str, str, Any, str | None]] = [
     ("GET", f"{API}/roles", None, USERS),
     ("PUT", f"{API}/roles/viewer/permissions/demo:read", None, USERS),
     ("DELETE", f"{API}/roles/viewer/permissions/demo:read", None, USERS),
+    ("GET", f"{API}/tokens", None, ANY_USER),
+    ("DELETE", f"{API}/tokens/{{victim}}", None, ANY_USER),  # a token of the viewer's
 ]
 BAD_CREDENTIALS = (
     "none",
@@ -112,6 +116,8 @@ def expected(caller: str, permission: str | None) -> str:
         return "served"
     if caller in BAD_CREDENTIALS:
         return "401"
+    if permission == ANY_USER:
+        return "served"
     role = caller.removeprefix("api-")
     return "served" if permission in GRANTS[role] else "403"
 
@@ -156,6 +162,9 @@ def test_matrix(
     register(client, tokens["admin"], manifest("target"))
     register(client, tokens["admin"], manifest("doomed"))
     headers = credentials(services, tokens)
+    services.auth.create_api_token("viewer", "victim")
+    [victim] = [t.id for t in services.auth.api_tokens("viewer") if t.name == "victim"]
+    path = path.replace("{victim}", str(victim))
 
     actual = {}
     for caller in CALLERS:

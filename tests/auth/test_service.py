@@ -202,8 +202,26 @@ def test_too_many_failures_lock_the_name(services: Services, auth: AuthService) 
         auth.login("alice", PASSWORD)
 
     assert 0 < caught.value.retry_after <= services.settings.login_lockout_seconds + 1
+
+
+def test_the_lock_is_keyed_by_the_exact_user_name(services: Services, auth: AuthService) -> None:
+    """User names are case-sensitive: `Alice` is not `alice`, and neither is their lock."""
+    add_user(services, "alice", "operator")
+    add_user(services, "Alice", "viewer")
+    services.settings.login_max_failures = 3
+    fail(auth, "Alice", 3)
     with pytest.raises(TooManyAttempts):
-        auth.login("ALICE", "wrong password")
+        auth.login("Alice", PASSWORD)
+
+    assert auth.authenticate(bearer(auth.login("alice", PASSWORD))).role == "operator"
+    fail(auth, "ALICE", 2)  # counted for `ALICE` alone: `alice` is still not locked
+    assert auth.login("alice", PASSWORD)
+    with services.db.read() as session:
+        keys = {row.username: row.failures for row in session.scalars(select(LoginThrottle))}
+    assert set(keys) == {"Alice", "ALICE"}
+    assert keys["ALICE"] == 2
+    with pytest.raises(TooManyAttempts):
+        auth.login("Alice", PASSWORD)
 
 
 def test_fewer_failures_than_the_limit_do_not_lock(services: Services, auth: AuthService) -> None:

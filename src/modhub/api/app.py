@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
-from modhub.api.routers import auth, jobs, lifecycle, modules, system
+from modhub.api.routers import auth, jobs, lifecycle, modules, system, tokens
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
@@ -50,7 +50,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is not None:
         app.state.services = services
     problems.install(app)
-    for router in (auth.router, jobs.router, lifecycle.router, modules.router, system.router):
+    for router in (
+        auth.router,
+        jobs.router,
+        lifecycle.router,
+        modules.router,
+        system.router,
+        tokens.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(module_router(inline_lookups=settings.embedded), prefix=API_PREFIX)
     install_openapi(app, lambda: app.state.services.routes.table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, select
@@ -18,6 +19,7 @@ from modhub.auth.credentials import (
     verify_password,
 )
 from modhub.auth.permissions import PERMISSION_FORM, Principal
+from modhub.auth.usage import TokenUses
 from modhub.db import Database
 from modhub.db.audit import SYSTEM, record
 from modhub.db.models import ApiToken, LoginThrottle, Role, RolePermission, User
@@ -26,16 +28,33 @@ from modhub.settings import Settings
 
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MIN_PASSWORD = 8
+_MAX_ID = 2**31 - 1  # an INTEGER primary key on PostgreSQL
 
 # Every request authenticates, so its two statements are built once (see registry/rows.py):
-# one query each for the user, its role and the role's permissions (outer join).
+# one query each for the user, its role and the role's permissions (outer join); an API
+# token's also returns the token's id, to note its use.
 _PRINCIPAL = select(User.username, User.role, User.active, RolePermission.permission).outerjoin(
     RolePermission, RolePermission.role == User.role
 )
 _BY_USERNAME = _PRINCIPAL.where(User.username == bindparam("username"))
-_BY_API_TOKEN = _PRINCIPAL.join(ApiToken, ApiToken.user_id == User.id).where(
-    ApiToken.token_hash == bindparam("digest"), ApiToken.revoked.is_(False)
+_BY_API_TOKEN = (
+    _PRINCIPAL.add_columns(ApiToken.id.label("token_id"))
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("digest"), ApiToken.revoked.is_(False))
 )
+
+
+@dataclass(frozen=True)
+class ApiTokenInfo:
+    """What may be shown of an API token: never the token nor its hash."""
+
+    id: int
+    user: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
 
 
 class AuthService:
@@ -45,6 +64,7 @@ class AuthService:
         self.db = db
         self.settings = settings
         self.tokens = AccessTokens(settings.resolved_secret_key(), settings.access_token_ttl)
+        self.token_uses = TokenUses(db)
 
     def create_user(self, username: str, role: str, password: str, *, actor: str = SYSTEM) -> None:
         """Create a user with `role`; refuse a taken name, an unknown role, a short password."""
@@ -100,21 +120,25 @@ class AuthService:
         return generated
 
     def login(self, username: str, password: str) -> str:
-        """Return an access token; count failures and lock the name after too many."""
+        """Return an access token; count failures and lock the name after too many.
+
+        User names are case-sensitive, and so is the lock: failures against `Alice` do not
+        lock out `alice`.
+        """
         now = datetime.now(UTC)
         with self.db.read() as session:
-            throttle = session.get(LoginThrottle, username.lower())
+            throttle = session.get(LoginThrottle, username)
             if throttle and throttle.locked_until and throttle.locked_until > now:
                 raise TooManyAttempts(int((throttle.locked_until - now).total_seconds()) + 1)
             user = session.scalars(select(User).where(User.username == username)).first()
         found = user is not None and user.active
         if verify_password(user.password_hash if user and found else None, password) and user:
             with self.db.write() as session:
-                row = session.get(LoginThrottle, username.lower())
+                row = session.get(LoginThrottle, username)
                 if row is not None:
                     session.delete(row)
             return self.tokens.issue(user.username, user.role)
-        self._count_failure(username.lower(), now)
+        self._count_failure(username, now)
         raise Unauthorized("wrong user name or password")
 
     def _count_failure(self, key: str, now: datetime) -> None:
@@ -144,8 +168,9 @@ class AuthService:
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         credential = credential.strip()
+        api_token = credential.startswith(API_TOKEN_PREFIX)
         with self.db.query() as connection:
-            if credential.startswith(API_TOKEN_PREFIX):
+            if api_token:
                 found = connection.execute(_BY_API_TOKEN, {"digest": hash_api_token(credential)})
             else:
                 username = self.tokens.subject(credential)
@@ -153,6 +178,8 @@ class AuthService:
             rows = found.all()
         if not rows or not rows[0].active:
             raise Unauthorized("the token's user does not exist or is disabled")
+        if api_token:
+            self.token_uses.used(rows[0].token_id)  # in memory; written later, off this path
         permissions = frozenset(row.permission for row in rows if row.permission is not None)
         return Principal(rows[0].username, rows[0].role, permissions)
 
@@ -166,6 +193,44 @@ class AuthService:
             session.add(ApiToken(user_id=user.id, name=name, token_hash=digest, prefix=token[:10]))
             record(session, actor, "token.create", username, name=name)
         return token
+
+    def api_tokens(self, username: str | None = None) -> list[ApiTokenInfo]:
+        """Return every API token (revoked ones too), or those of `username`, oldest first."""
+        query = select(ApiToken, User.username).join(User, User.id == ApiToken.user_id)
+        with self.db.read() as session:
+            if username is not None:
+                known = session.scalars(select(User.id).where(User.username == username)).first()
+                if known is None:
+                    raise NotFound(f"no user '{username}'")
+                query = query.where(ApiToken.user_id == known)
+            rows = session.execute(query.order_by(ApiToken.id)).all()
+        return [_token_info(token, owner) for token, owner in rows]
+
+    def revoke_api_token(
+        self, token_id: int, *, actor: str = SYSTEM, owner: str | None = None
+    ) -> ApiTokenInfo:
+        """Revoke an API token: it is refused from its next request on.
+
+        With `owner`, only that user's tokens can be revoked: any other is not found, as it
+        is in that user's list. Revoking a revoked token changes nothing.
+        """
+        if not 0 < token_id <= _MAX_ID:  # not an id the database could hold
+            raise NotFound(f"no API token {token_id}")
+        with self.db.write() as session:
+            found = session.execute(
+                select(ApiToken, User.username)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.id == token_id)
+                .with_for_update(of=ApiToken)
+            ).first()
+            if found is None or (owner is not None and found[1] != owner):
+                raise NotFound(f"no API token {token_id}")
+            token, username = found
+            if not token.revoked:
+                token.revoked = True
+                # The id and label only: never the token, its hash or its prefix.
+                record(session, actor, "token.revoke", username, id=token.id, name=token.name)
+            return _token_info(token, username)
 
     def roles(self) -> dict[str, list[str]]:
         """Return every role with its permissions."""
@@ -213,3 +278,15 @@ class AuthService:
 
     def _role_names(self) -> str:
         return ", ".join(self.roles())
+
+
+def _token_info(token: ApiToken, username: str) -> ApiTokenInfo:
+    return ApiTokenInfo(
+        id=token.id,
+        user=username,
+        name=token.name,
+        prefix=token.prefix,
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+        revoked=token.revoked,
+    )

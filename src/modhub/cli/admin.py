@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -184,6 +185,49 @@ def tokens_create(
     typer.echo(token)
 
 
+@tokens_app.command("list")
+def tokens_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List API tokens, revoked ones too (never the tokens themselves)."""
+    services = start(data_dir)
+    try:
+        found = services.auth.api_tokens(user)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    table = Table("id", "user", "name", "prefix", "created", "last used", "revoked")
+    for token in found:
+        table.add_row(
+            str(token.id),
+            escape(token.user),
+            escape(token.name),
+            escape(token.prefix) + "…",
+            _when(token.created_at),
+            _when(token.last_used_at) if token.last_used_at else "never",
+            "yes" if token.revoked else "no",
+        )
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="The token's id (tokens list)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API token: it is refused from its next request on."""
+    services = start(data_dir)
+    try:
+        token = services.auth.revoke_api_token(token_id)
+    except ModhubError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    out.print(f"revoked API token {token.id} ({escape(token.user)}, {escape(token.name)})")
+
+
 @roles_app.command("list")
 def roles_list(data_dir: DataDir = None) -> None:
     """List roles and their permissions."""
@@ -232,7 +276,11 @@ def _has_users(services: Services) -> bool:
         return session.scalars(select(User.id).limit(1)).first() is not None
 
 
-def _fail(exc: ModhubError) -> None:
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _fail(exc: ModhubError) -> NoReturn:
     err.print(f"[red]error:[/] {escape(exc.detail)}")
     for item in exc.errors or []:
         err.print(escape(f"  {item.get('path', '')}: {item.get('message', '')}"))
