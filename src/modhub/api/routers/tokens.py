@@ -29,15 +29,7 @@ class TokenOut(Shape):
 
     @classmethod
     def of(cls, info: ApiTokenInfo) -> TokenOut:
-        return cls(
-            id=info.id,
-            user=info.user,
-            name=info.name,
-            prefix=info.prefix,
-            created_at=info.created_at,
-            last_used_at=info.last_used_at,
-            revoked=info.revoked,
-        )
+        return cls.model_validate(info, from_attributes=True)
 
 
 def _owner(principal: Principal) -> str | None:
