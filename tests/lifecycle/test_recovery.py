@@ -335,6 +335,42 @@ def test_recover_leaves_operations_of_live_processes_alone(services: Services) -
     assert "local: install undone, back to REGISTERED" in done
 
 
+def test_recover_keeps_what_a_live_process_is_still_making(services: Services) -> None:
+    """Two processes share the data dir: one starting up must not sweep away the other's
+    staging folder, nor the environment its running operation is building."""
+    layout = services.lifecycle.layout
+    host = socket.gethostname()
+    services.registry.register(
+        {"name": "busy", "version": "1.0.0", "displayName": "B"}, actor=ACTOR
+    )
+    services.registry.transition("busy", Status.INSTALLING, actor=ACTOR)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    theirs = layout.staging / f"{'a' * 32}.{alive.pid}.{host}"
+    gone = layout.staging / f"{'b' * 32}.{dead_pid()}.{host}"
+    unnamed = layout.staging / ("c" * 32)  # named before staging folders carried an owner
+    building = layout.env("busy", "2.0.0")  # no row refers to it yet
+    try:
+        for folder in (theirs / "module", gone / "module", unnamed / "module", building):
+            folder.mkdir(parents=True)
+        running_operation(services, "busy", f"{host}:{alive.pid}")
+
+        recover(services.lifecycle)
+
+        assert theirs.exists()
+        assert building.exists()
+        assert not gone.exists()
+        assert not unnamed.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+    done = recover(services.lifecycle)
+
+    assert not theirs.exists()
+    assert not building.exists()
+    assert "busy: install undone, back to REGISTERED" in done
+
+
 def test_recover_returns_an_interrupted_upgrade_to_its_start(services: Services) -> None:
     registry = services.registry
     registry.register({"name": "demo", "version": "1.0.0", "displayName": "D"}, actor=ACTOR)

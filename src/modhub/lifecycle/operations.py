@@ -28,6 +28,19 @@ LOG_TAIL = 16 * 1024
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
+def staging_name(unique: str) -> str:
+    """Return the name of a staging folder of this process: `<unique>.<pid>.<host>`."""
+    host, _, pid = OWNER.rpartition(":")
+    return f"{unique}.{pid}.{host}"
+
+
+def staging_owner(name: str) -> str | None:
+    """Return the `host:pid` owner of a staging folder name (None for an older name)."""
+    unique, _, rest = name.partition(".")
+    pid, _, host = rest.partition(".")
+    return f"{host}:{pid}" if unique and pid.isdigit() and host else None
+
+
 class Step(Shape):
     name: str
     status: str

@@ -17,6 +17,7 @@ from modhub.db.audit import SYSTEM, record
 from modhub.db.models import Module, ModuleVersion, Operation, utcnow
 from modhub.lifecycle.bundle import remove_tree
 from modhub.lifecycle.environment import remove_env
+from modhub.lifecycle.operations import staging_owner
 from modhub.lifecycle.service import Lifecycle
 from modhub.registry import Status
 
@@ -65,7 +66,7 @@ def recover(lifecycle: Lifecycle) -> list[str]:
         if module.name in busy:
             continue
         done.append(_settle(lifecycle, module, starts.get(module.name)))
-    swept = _sweep(lifecycle)
+    swept = _sweep(lifecycle, others_busy=bool(busy))
     if swept:
         with db.write() as session:
             for target, action in swept:
@@ -102,8 +103,13 @@ def _settle(lifecycle: Lifecycle, module: Module, start: str | None) -> str:
     return f"{name}: removal completed"
 
 
-def _sweep(lifecycle: Lifecycle) -> list[tuple[str | None, str]]:
-    """Remove what no module owns; return (module or None, what was done) for the audit."""
+def _sweep(lifecycle: Lifecycle, *, others_busy: bool) -> list[tuple[str | None, str]]:
+    """Remove what no module owns; return (module or None, what was done) for the audit.
+
+    What a live process sharing the data dir is still making is left alone: its staging
+    folders (named for it), and, while it runs an operation, code and environment
+    folders no row refers to yet (the next start-up sweeps them).
+    """
     layout = lifecycle.layout
     done: list[tuple[str | None, str]] = []
     with lifecycle.registry.db.read() as session:
@@ -123,11 +129,15 @@ def _sweep(lifecycle: Lifecycle) -> list[tuple[str | None, str]]:
             if v
         }
     for staging in _children(layout.staging):
+        owner = staging_owner(staging.name)
+        if owner is not None and owner_alive(owner):
+            continue
         remove_tree(staging)
         done.append((None, f"removed staging folder {staging.name}"))
     for folder, keep, remove in (
-        (layout.modules, code, remove_tree),
-        (layout.envs, envs, remove_env),
+        ()
+        if others_busy
+        else ((layout.modules, code, remove_tree), (layout.envs, envs, remove_env))
     ):
         for version in (v for m in _children(folder) for v in _children(m)):
             if version not in keep:

@@ -19,7 +19,7 @@ from modhub.lifecycle.bundle import (
 )
 from modhub.lifecycle.environment import PackageIndex, create_env, remove_env
 from modhub.lifecycle.layout import Layout
-from modhub.lifecycle.operations import Context, Handle, Operations
+from modhub.lifecycle.operations import Context, Handle, Operations, staging_name
 from modhub.lifecycle.system import check_system
 from modhub.manifest import load_manifest, validate_manifest
 from modhub.registry import Registry, Status
@@ -49,7 +49,8 @@ class Lifecycle:
 
     def add_bundle(self, upload: Path, *, actor: str) -> ModuleDetail:
         """Unpack a bundle safely, validate it with its files, store it read-only, register it."""
-        staging = self.layout.staging / uuid.uuid4().hex
+        # Named for this process, so that another one's start-up sweep leaves it alone.
+        staging = self.layout.staging / staging_name(uuid.uuid4().hex)
         try:
             root = extract_bundle(upload, staging / "module")
             data = load_manifest(root)
