@@ -50,13 +50,17 @@ async def lookup(svc: Services, read: Callable[P, T], *args: P.args, **kwargs: P
     return await run_in_threadpool(read, *args, **kwargs)
 
 
+async def _caller(svc: Services, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    return await lookup(svc, svc.auth.authenticate, header)
+
+
 async def authenticated(
     svc: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """Return the caller named by the bearer token (401 without a valid one)."""
-    header = f"Bearer {credentials.credentials}" if credentials else None
-    return await lookup(svc, svc.auth.authenticate, header)
+    return await _caller(svc, credentials)
 
 
 def require(permission: str) -> Callable[..., Awaitable[Principal]]:
@@ -67,9 +71,7 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         # One dependency, not three: each level of FastAPI's dependency solving costs.
-        svc: Services = request.app.state.services
-        header = f"Bearer {credentials.credentials}" if credentials else None
-        principal = await lookup(svc, svc.auth.authenticate, header)
+        principal = await _caller(request.app.state.services, credentials)
         if not principal.can(permission):
             raise Forbidden(permission)
         return principal

@@ -342,7 +342,7 @@ class JobRunner:
         heartbeat is due, reload jobs if the registry moved, fire due ticks, start runs."""
         if self.lease.due(now):
             await asyncio.to_thread(self.lease.keep, now)
-        fingerprint = await asyncio.to_thread(self._registry_fingerprint)
+        fingerprint = await asyncio.to_thread(self.registry.fingerprint)
         if fingerprint != self._fingerprint:
             await asyncio.to_thread(self.refresh, now)
             self._fingerprint = fingerprint
@@ -351,16 +351,6 @@ class JobRunner:
         if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
             self._pruned_at = now
             await asyncio.to_thread(self.store.prune, self.limits.retention, now)
-
-    def _registry_fingerprint(self) -> object:
-        from sqlalchemy import func, select
-
-        from modhub.db.models import Module
-
-        with self.registry.db.read() as session:
-            return tuple(
-                session.execute(select(func.count(Module.id), func.max(Module.updated_at))).one()
-            )
 
     async def run(self, interval: float = 1.0) -> None:
         """Tick forever with the real clock; give the lease up when stopped."""

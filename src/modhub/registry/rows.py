@@ -15,7 +15,7 @@ from modhub.errors import Conflict, NotFound
 from modhub.manifest import Manifest
 from modhub.registry import config as configs
 from modhub.registry.status import Status
-from modhub.registry.types import Dependency, Dependent, ModuleDetail, ModuleSummary, VersionInfo
+from modhub.registry.types import Dependency, Dependent, ModuleDetail, VersionInfo
 
 
 def find_module(
@@ -81,22 +81,6 @@ def unmet(dep: ModuleDependency, other: Module | None) -> str | None:
     return None
 
 
-def summary(module: Any) -> ModuleSummary:
-    """Return the list shape of a module."""
-    return ModuleSummary(
-        name=module.name,
-        version=module.version,
-        display_name=module.display_name,
-        description=module.description,
-        author=module.author,
-        license=module.license,
-        status=Status(module.status),
-        last_error=module.last_error,
-        created_at=module.created_at,
-        updated_at=module.updated_at,
-    )
-
-
 def descriptive(manifest: Manifest) -> dict[str, Any]:
     """Return the manifest fields copied onto the module row."""
     return {
@@ -143,15 +127,14 @@ def read_detail(session: Session | Connection, name: str) -> ModuleDetail:
         VersionInfo(version=v, registered_at=registered[v], active=v == row.version)
         for v in reversed(semver.sort_versions(registered))
     ]
-    return ModuleDetail(
-        **summary(row).model_dump(),
-        manifest=row.manifest,
-        config=configs.masked(row.config),
-        dependencies=deps,
-        dependents=users,
-        versions=versions,
-        previous_version=row.previous_version,
-        path=row.path,
+    return ModuleDetail.model_validate(
+        {
+            **row._mapping,  # the summary columns, previous_version and path
+            "config": configs.masked(row.config),
+            "dependencies": deps,
+            "dependents": users,
+            "versions": versions,
+        }
     )
 
 
@@ -209,6 +192,8 @@ _EDGES_FROM = (
     .where(Module.name.in_(bindparam("names", expanding=True)))
 )
 IN_CHUNK = 500  # names per IN (...): far below every database's limit on parameters
+# (module count, newest update): it moves on every registry change; count(*) for SQLite.
+FINGERPRINT = select(func.count(), func.max(Module.updated_at)).select_from(Module)
 _VERSIONS = select(ModuleVersion.version, ModuleVersion.created_at).where(
     ModuleVersion.module_id == bindparam("id")
 )

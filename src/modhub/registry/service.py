@@ -20,6 +20,7 @@ from modhub.registry import config as configs
 from modhub.registry.graph import find_cycle
 from modhub.registry.planning import disable_plan, enable_plan
 from modhub.registry.rows import (
+    FINGERPRINT,
     active_manifest,
     dependency_edges,
     dependents,
@@ -118,6 +119,13 @@ class Registry:
         """Return a module with its manifest, masked config, dependencies and versions."""
         with self.db.query() as connection:
             return read_detail(connection, name)
+
+    def fingerprint(self) -> tuple[int, str]:
+        """Return (module count, newest update time): it moves on every registry change,
+        so other processes sharing the database notice changes by polling it."""
+        with self.db.query() as connection:
+            count, newest = connection.execute(FINGERPRINT).one()
+        return int(count), str(newest)
 
     def manifest(self, name: str) -> Manifest:
         """Return the typed manifest of a module's active version."""

@@ -11,9 +11,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import func, select
-
-from modhub.db.models import Module
 from modhub.registry import Registry
 from modhub.routes.dispatch import ModuleConfigs
 from modhub.routes.table import RouteTable, RouteTableHolder, RuntimeFor, load_table, refresh_module
@@ -42,7 +39,7 @@ class RouteSync:
 
     def load(self) -> RouteTable:
         """Build the whole table from the registry and serve it."""
-        self._fingerprint = self.fingerprint()
+        self._fingerprint = self.registry.fingerprint()
         # Built under the writers' lock: a reload that read the registry before a change
         # cannot swap in after the listener that saw the change.
         table = self.holder.update(lambda _old: load_table(self.registry, self.runtime_for))
@@ -55,20 +52,12 @@ class RouteSync:
         table = refresh_module(self.holder, self.registry, name, self.runtime_for)
         self.retire(_served(table))
 
-    def fingerprint(self) -> tuple[int, str]:
-        """Return (module count, newest update time): it moves on every registry change."""
-        with self.registry.db.read() as session:
-            count, newest = session.execute(
-                select(func.count(), func.max(Module.updated_at)).select_from(Module)
-            ).one()
-        return int(count), str(newest)
-
     async def poll(self, interval: float = 1.0) -> None:
         """Reload the table whenever another process changed the registry."""
         while True:
             await asyncio.sleep(interval)
             try:
-                seen = await asyncio.to_thread(self.fingerprint)
+                seen = await asyncio.to_thread(self.registry.fingerprint)
                 if seen != self._fingerprint:
                     await asyncio.to_thread(self.load)
             except Exception:  # keep polling through a database hiccup
