@@ -1117,3 +1117,15 @@ def test_any_value_anywhere_is_reported_not_raised(
         parent_pointer = issue.path.rsplit("/", 1)[0]
         assert _resolves(data, issue.path) or _resolves(data, parent_pointer), issue
         assert issue.message
+
+
+@pytest.mark.parametrize("key", ["¹", "²3", "٣"])
+def test_keys_that_look_like_digits_are_reported_not_crashed_on(key: str) -> None:
+    # Errors are sorted by path, numeric segments as numbers: "¹".isdigit() is true
+    # but int("¹") fails, which made POST /modules/validate answer 500 (schemathesis).
+    result = validate_manifest({**manifest(), key: 1, "zzz": 2})
+
+    assert not result.valid
+    paths = [issue.path for issue in result.errors]
+    assert f"/{key}" in paths
+    assert "/zzz" in paths

@@ -38,7 +38,7 @@ def staging_owner(name: str) -> str | None:
     """Return the `host:pid` owner of a staging folder name (None for an older name)."""
     unique, _, rest = name.partition(".")
     pid, _, host = rest.partition(".")
-    return f"{host}:{pid}" if unique and pid.isdigit() and host else None
+    return f"{host}:{pid}" if unique and pid.isdecimal() and host else None
 
 
 class Step(Shape):

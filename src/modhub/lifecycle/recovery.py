@@ -25,7 +25,7 @@ from modhub.registry import Status
 def owner_alive(owner: str) -> bool:
     """Return whether the process that started an operation may still be running."""
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not pid.isdecimal():
         return True  # another machine's operation: not ours to judge
     if int(pid) == os.getpid():
         return False  # our own pid recycled after a restart: the old process is gone

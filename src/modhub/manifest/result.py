@@ -76,4 +76,4 @@ class Findings:
 
 
 def _path_order(issue: Issue) -> list[tuple[int, int | str]]:
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in issue.path.split("/")]
+    return [(0, int(p)) if p.isdecimal() else (1, p) for p in issue.path.split("/")]

@@ -110,7 +110,7 @@ class Cgroups:
         for parent in set(self.parents.values()):
             for base in parent.glob(f"{PREFIX}*"):
                 pid = base.name.removeprefix(PREFIX).split("-")[0]
-                if pid.isdigit() and not _alive(int(pid)):
+                if pid.isdecimal() and not _alive(int(pid)):
                     _remove_tree(base)
 
     def close(self) -> None:
