@@ -33,7 +33,9 @@ def update_config(
     """Return the new stored config and the keys that changed, or raise listing every error.
 
     Keys left out take their default; secrets left out, or sent as the mask, keep their
-    stored value; `null` clears a key.
+    stored value; `null` clears a key. A value stored sealed counts as a secret even when
+    the manifest no longer says so (an upgrade turned a password into a string): it stays
+    sealed until a new value is sent, which is then stored as the manifest says.
     """
     fields = manifest.config.schema_
     defaults = _defaults(manifest)
@@ -45,8 +47,9 @@ def update_config(
                 _err(key, "unknown_config_key", f"'{key}' is not in the module's config schema")
             )
     for key, spec in fields.items():
-        value = incoming.get(key, MASK if spec.secret else defaults.get(key))
-        if spec.secret and value == MASK:
+        secret = spec.secret or is_sealed(stored.get(key))
+        value = incoming.get(key, MASK if secret else defaults.get(key))
+        if secret and value == MASK:
             if key in stored:
                 result[key] = stored[key]
             elif key in incoming:
@@ -82,12 +85,12 @@ def missing_required(manifest: Manifest, stored: Mapping[str, Any]) -> list[str]
 
 def masked(stored: Mapping[str, Any]) -> dict[str, Any]:
     """Return the config as callers see it: every secret shown as the mask."""
-    return {k: MASK if _is_sealed(v) else v for k, v in stored.items()}
+    return {k: MASK if is_sealed(v) else v for k, v in stored.items()}
 
 
 def unsealed(stored: Mapping[str, Any], box: SecretBox) -> dict[str, Any]:
     """Return the config with secrets in clear, for the module's own code only."""
-    return {k: json.loads(box.open(v[SEALED])) if _is_sealed(v) else v for k, v in stored.items()}
+    return {k: json.loads(box.open(v[SEALED])) if is_sealed(v) else v for k, v in stored.items()}
 
 
 def _seal(box: SecretBox, value: Any) -> dict[str, str]:
@@ -101,7 +104,8 @@ def _defaults(manifest: Manifest) -> dict[str, Any]:
     return out
 
 
-def _is_sealed(value: Any) -> bool:
+def is_sealed(value: Any) -> bool:
+    """Tell whether a stored value is a sealed secret."""
     return isinstance(value, dict) and SEALED in value
 
 
@@ -112,8 +116,21 @@ def _err(key: str, code: str, message: str) -> dict[str, str]:
 def carry_over(manifest: Manifest, stored: Mapping[str, Any], box: SecretBox) -> dict[str, Any]:
     """Return a config for a new version: kept values, new defaults, removed keys dropped.
 
-    Raise InvalidInput listing every kept value the new schema refuses.
+    A value stored sealed stays sealed, whatever the new manifest says of its field: only
+    an operator setting it again can store it in clear. Raise InvalidInput listing every
+    kept value the new schema refuses.
     """
-    kept = unsealed({k: v for k, v in stored.items() if k in manifest.config.schema_}, box)
-    new, _ = update_config(manifest, {}, kept, box)
+    kept = {k: v for k, v in stored.items() if k in manifest.config.schema_}
+    new, _ = update_config(manifest, {}, unsealed(kept, box), box)
+    for key in held_sealed(manifest, kept):
+        if key in new:
+            new[key] = kept[key]  # checked in clear against the new schema, stored as it was
     return new
+
+
+def held_sealed(manifest: Manifest, stored: Mapping[str, Any]) -> list[str]:
+    """Return the keys stored sealed whose field the manifest does not call secret."""
+    fields = manifest.config.schema_
+    return sorted(
+        k for k, v in stored.items() if k in fields and is_sealed(v) and not fields[k].secret
+    )

@@ -1,4 +1,4 @@
-"""Plans for enabling and disabling along the dependency graph."""
+"""Plans for enabling and disabling along the dependency graph, and for upgrades."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from sqlalchemy.orm import Session
 
 from modhub.db.models import Module
 from modhub.errors import Conflict
+from modhub.keys import SecretBox
+from modhub.manifest import Manifest
 from modhub.registry import config as configs
 from modhub.registry.rows import active_manifest, dependents, find_module, refuse_busy, unmet
 from modhub.registry.status import Status
-from modhub.registry.types import PlanStep
+from modhub.registry.types import ConfigNote, PlanStep, UpgradePlan
 
 
 def enable_plan(session: Session, module: Module, cascade: bool) -> list[tuple[Module, PlanStep]]:
@@ -94,3 +96,36 @@ def disable_plan(session: Session, module: Module, cascade: bool) -> list[tuple[
             dependents=blocking,
         )
     return plan
+
+
+def upgrade_plan(module: Module, version: str, box: SecretBox) -> UpgradePlan:
+    """Return what an upgrade to `version` does to the config; InvalidInput if it would fail."""
+    row = next(v for v in module.versions if v.version == version)
+    manifest = Manifest.model_validate(row.manifest)
+    stored = dict(module.config)
+    new = configs.carry_over(manifest, stored, box)
+    fields = manifest.config.schema_
+    held = configs.held_sealed(manifest, stored)
+    notes: list[ConfigNote] = []
+    for key in sorted(set(stored) | set(new)):
+        if key not in new:
+            if key in stored:
+                notes.append(ConfigNote(key=key, change="removed", message=f"'{key}' is dropped"))
+        elif key not in stored:
+            notes.append(ConfigNote(key=key, change="added", message=f"'{key}' takes its default"))
+        elif key in held:
+            notes.append(
+                ConfigNote(
+                    key=key,
+                    change="stays-sealed",
+                    message=f"'{key}' is no longer a secret in {version}, but its stored value "
+                    "stays sealed and masked until an operator sets it again",
+                )
+            )
+        elif fields[key].secret and not configs.is_sealed(stored[key]):
+            notes.append(
+                ConfigNote(key=key, change="sealed", message=f"'{key}' becomes a secret: sealed")
+            )
+    return UpgradePlan(
+        dry_run=True, module=module.name, from_=module.version, to=version, config=notes
+    )

@@ -18,7 +18,7 @@ from modhub.keys import SecretBox
 from modhub.manifest import Manifest, validate_manifest
 from modhub.registry import config as configs
 from modhub.registry.graph import find_cycle
-from modhub.registry.planning import disable_plan, enable_plan
+from modhub.registry.planning import disable_plan, enable_plan, upgrade_plan
 from modhub.registry.rows import (
     FINGERPRINT,
     active_manifest,
@@ -38,6 +38,7 @@ from modhub.registry.types import (
     ModulePage,
     Plan,
     PlanStep,
+    UpgradePlan,
 )
 
 T = TypeVar("T")
@@ -359,6 +360,12 @@ class Registry:
                 unmet=problems,
                 dependents=rejecting,
             )
+
+    def upgrade_plan(self, name: str, version: str) -> UpgradePlan:
+        """Return what an upgrade to `version` would do, refused as the upgrade would be."""
+        self.check_upgrade(name, version)
+        with self.db.read() as session:
+            return upgrade_plan(find_module(session, name), version, self.box)
 
     def switch_version(
         self,

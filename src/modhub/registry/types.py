@@ -81,5 +81,19 @@ class Plan(Shape):
     steps: list[PlanStep]
 
 
+class ConfigNote(Shape):
+    key: str
+    change: str = Field(description="added, removed, sealed or stays-sealed")
+    message: str
+
+
+class UpgradePlan(Shape):
+    dry_run: bool
+    module: str
+    from_: str = Field(alias="from", description="The active version")
+    to: str = Field(description="The version the upgrade switches to")
+    config: list[ConfigNote] = Field(description="What happens to the stored config")
+
+
 class ConfigView(Shape):
     config: dict[str, Any]

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, UploadFile
+from fastapi import APIRouter, Depends, Query, UploadFile
 
 from modhub.api.deps import ServicesDep, require
 from modhub.api.operations import ACCEPTED, outcome
@@ -15,12 +15,13 @@ from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
 from modhub.errors import InvalidInput
 from modhub.lifecycle import OperationView
-from modhub.registry.types import ModuleDetail, Shape
+from modhub.registry.types import ModuleDetail, Shape, UpgradePlan
 
 router = APIRouter(tags=["lifecycle"])
 Reader = Annotated[Principal, Depends(require(Permission.MODULES_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.MODULES_ADMIN))]
 SUFFIXES = (".zip", ".tar.gz", ".tgz")
+DryRun = Annotated[bool, Query(alias="dryRun", description="Answer with the plan only")]
 
 
 class UpgradeBody(Shape):
@@ -63,8 +64,19 @@ def upload_bundle(file: UploadFile, svc: ServicesDep, principal: Admin) -> Modul
 @router.post(
     "/modules/{name}/upgrade", responses={202: ACCEPTED, **responses(401, 403, 404, 409, 422)}
 )
-def upgrade(name: str, body: UpgradeBody, svc: ServicesDep, principal: Admin) -> ModuleDetail:
-    """Switch a module to another registered version, keeping the old one on failure."""
+def upgrade(
+    name: str,
+    body: UpgradeBody,
+    svc: ServicesDep,
+    principal: Admin,
+    dry_run: DryRun = False,
+) -> ModuleDetail | UpgradePlan:
+    """Switch a module to another registered version, keeping the old one on failure.
+
+    With `?dryRun=true`, answer what the upgrade would do to the config and change nothing.
+    """
+    if dry_run:
+        return svc.registry.upgrade_plan(name, body.version)
     result: ModuleDetail = outcome(
         svc, svc.lifecycle.upgrade(name, body.version, actor=principal.username)
     )
