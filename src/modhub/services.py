@@ -65,23 +65,23 @@ class Services:
         def runtime_for(manifest: Manifest, code: Path | None) -> ModuleRuntime | None:
             if code is None:
                 return None  # a bare manifest: its routes answer 501
-            limits = manifest.runtime
-            overrides = {
-                key: value
-                for key, value in (
-                    ("memory_mb", limits.memory_mb),
-                    ("timeout_ms", limits.timeout_ms),
-                    ("max_concurrency", limits.max_concurrency),
-                )
-                if value is not None
-            }
+            # Enable and upgrade refuse limits above the operator's ceilings; these caps
+            # also hold for a module enabled before a ceiling was lowered.
+            limits, default = manifest.runtime, ModuleRuntime
             return ModuleRuntime(
                 name=manifest.name,
                 version=manifest.version,
                 code=code,
                 env=lifecycle.layout.env(manifest.name, manifest.version),
                 network=limits.network,
-                **overrides,
+                memory_mb=min(limits.memory_mb or default.memory_mb, settings.max_module_memory_mb),
+                timeout_ms=min(
+                    limits.timeout_ms or default.timeout_ms, settings.max_module_timeout_ms
+                ),
+                max_concurrency=min(
+                    limits.max_concurrency or default.max_concurrency,
+                    settings.max_module_concurrency,
+                ),
             )
 
         sync = RouteSync(registry, routes, configs, runtime_for, pool.retire_soon)

@@ -4,11 +4,13 @@ happened when they tried, and the tests check every attempt failed.
 The layout is the real one: the platform's key file and database sit in the data dir,
 module code in `data_dir/modules/<name>/<version>`. Most of these guarantees come from
 bubblewrap: those tests skip without it (and fail under MODHUB_REQUIRE_SERVICES=1).
-The rlimits fallback is tested at the end, on any machine.
+The rlimits fallback is tested at the end: as root it is refused (module code would
+run as root), unprivileged it runs handlers within their limits.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import socket
@@ -21,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from modhub.errors import HandlerFailed, WorkerUnavailable
+from modhub.lifecycle.environment import PackageIndex, create_env
 from modhub.sandbox import ModuleRuntime, WorkerPool, isolation, launch
 from modhub.sandbox.launch import module_uid
 from tests.conftest import service_missing
+from tests.packages import build_pth_wheel
 from tests.sandbox.conftest import (
     ATTACKS,
     PROBE,
@@ -328,9 +332,64 @@ def test_tmp_cannot_eat_the_machines_memory(sandbox: Sandbox) -> None:
     with_pool(sandbox, body)
 
 
+@pytest.mark.usefixtures("bubblewrap")
+def test_a_dependency_pth_file_runs_as_the_module_without_capabilities(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # A `.pth` file runs when the interpreter starts, before any code of the worker's
+    # own: the interpreter must already be the module's uid, with nothing to escalate.
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    build_pth_wheel(wheels, "mh-pth")
+    name = unique("pth")
+    env = sandbox.data_dir / "envs" / name / "1.0.0"
+    create_env(
+        env,
+        ["mh-pth==1.0.0"],
+        index=PackageIndex(find_links=(str(wheels),), offline=True),
+        cache_dir=sandbox.data_dir / "cache" / "uv" / name,
+        owner=name,
+    )
+    runtime = ModuleRuntime(name, "1.0.0", code=sandbox.code(name, source="probe"), env=env)
+
+    async def body(pool: WorkerPool) -> None:
+        seen = await ask(pool, runtime, "identity")
+        assert isinstance(seen, dict)
+        recorded = ast.literal_eval(seen["environ"]["MODHUB_TEST_PTH"])
+        assert recorded["uid"] == (module_uid(name) if os.getuid() == 0 else os.getuid())
+        assert recorded["status"]["CapEff"] == "0000000000000000"
+        assert recorded["status"]["CapPrm"] == "0000000000000000"
+        assert recorded["status"]["NoNewPrivs"] == "1"
+
+    with_pool(sandbox, body)
+
+
 # -- the rlimits fallback ------------------------------------------------------------------
 
 
+def test_as_root_without_bubblewrap_no_module_code_starts(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("only root can be refused: an unprivileged modhub gets the rlimits floor")
+    monkeypatch.setenv("MODHUB_SANDBOX", "rlimits")  # as if bwrap were not installed
+    assert isolation() == "refused"
+    runtime = sandbox.runtime(unique("as-root"))
+
+    async def body(pool: WorkerPool) -> None:
+        with pytest.raises(WorkerUnavailable, match="bubblewrap") as raised:
+            await answer_json(pool, runtime, f"{ATTACKS}:ok")
+        assert raised.value.status == 503
+        assert runtime.key not in pool.workers
+
+    with_pool(sandbox, body)
+
+
+@pytest.mark.skipif(
+    os.getuid() == 0,
+    reason="the rlimits floor is for an unprivileged modhub; as root, module code needs "
+    "bubblewrap (test_as_root_without_bubblewrap_no_module_code_starts)",
+)
 def test_rlimits_fallback_runs_handlers_and_limits_memory(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

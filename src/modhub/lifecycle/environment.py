@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from packaging.utils import canonicalize_name
 
 from modhub.errors import ModhubError
 from modhub.manifest.formats import requirement_problem
+from modhub.sandbox import launch
 
 LOG_TAIL_BYTES = 4096
 """The most of uv's output an InstallError carries in `extra["log"]`."""
@@ -140,6 +140,17 @@ def remove_env(path: Path) -> None:
         shutil.rmtree(path)
 
 
+READY_MARK = ".modhub-ready"
+"""Written into an environment once it is complete: one without it is a leftover."""
+
+INSTALL_TASKS = 512  # processes and threads of one install (uv is multi-threaded)
+
+
+def env_ready(path: Path) -> bool:
+    """Return whether the environment at `path` was completely built."""
+    return (path / READY_MARK).is_file()
+
+
 def create_env(
     path: Path,
     requirements: Sequence[str],
@@ -147,10 +158,18 @@ def create_env(
     index: PackageIndex,
     cache_dir: Path,
     python: str = sys.executable,
+    owner: str | None = None,
+    source_builds: bool = False,
     log: Callable[[str], None] = lambda line: None,
     timeout: float = 600,
 ) -> None:
-    """Make a virtual environment at `path` (absent or empty) and install `requirements`."""
+    """Make a virtual environment at `path` (absent or empty) and install `requirements`.
+
+    uv runs in the module's sandbox (`owner`'s uid when modhub is root, bubblewrap where
+    installed): it may write only `path` and `cache_dir`, sees nothing of the data dir,
+    has the network only when the index needs it, and dies with modhub. Only wheels are
+    installed unless `source_builds` (then a package's build step runs in that sandbox).
+    """
     # uv's output goes to `log` line by line. On any failure (uv's, the timeout over both
     # steps, even KeyboardInterrupt) the half-made environment is removed; uv's failures
     # raise InstallError naming the requirement its error mentions.
@@ -162,39 +181,125 @@ def create_env(
             )
     if path.is_symlink() or path.is_file() or (path.is_dir() and any(path.iterdir())):
         raise FileExistsError(f"{path} already exists; remove it first")
+    if requirements:
+        launch.refuse_root_without_bwrap(f"cannot install the requirements of {path.name}")
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    env = scrubbed_env({"UV_CACHE_DIR": str(cache_dir)})
+    # The real interpreter, not a venv's link to it: the sandbox shows the interpreter's
+    # own folders only, and the environment must not depend on modhub's venv.
+    python = str(Path(python).resolve())
+    uid = launch.module_uid(owner) if owner and os.getuid() == 0 else 0
+    for folder in (path, cache_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, uid, uid)
+    cache_dir.chmod(0o700)  # no other module's install or worker reads or writes it
+    # The cache and the environment are two mounts in the sandbox: uv copies, as hard
+    # links cannot cross them.
+    env = scrubbed_env(
+        {"UV_CACHE_DIR": str(cache_dir), "UV_LINK_MODE": "copy", "HOME": "/tmp", "TMPDIR": "/tmp"}
+    )
+    box = _InstallBox(uid, index, writable=(path, cache_dir), python=python, env=env)
     runner = _Runner(log, timeout)
     try:
         runner.run(
-            [uv_bin(), "venv", "--no-config", "--no-project", "--python", python, str(path)],
+            box.wrap(
+                [uv_bin(), "venv", "--no-config", "--no-project", "--python", python, str(path)],
+                timeout,
+            ),
             env=env,
             what=f"could not create the environment at {path}",
         )
         if requirements:
-            with tempfile.TemporaryDirectory(prefix="modhub-req-") as folder:
-                requirements_file = Path(folder) / "requirements.txt"
-                requirements_file.write_text("".join(f"{r}\n" for r in requirements), "utf-8")
+            # The requirements file goes in the module's own cache, the one place besides
+            # the environment that the sandbox can see and uv may write.
+            requirements_file = (
+                cache_dir / f"requirements-{os.getpid()}-{threading.get_ident()}.txt"
+            )
+            requirements_file.write_text("".join(f"{r}\n" for r in requirements), "utf-8")
+            try:
                 runner.run(
-                    [
-                        uv_bin(),
-                        "pip",
-                        "install",
-                        "--no-config",
-                        "--python",
-                        str(env_python(path)),
-                        *index.uv_options(),
-                        "-r",
-                        str(requirements_file),
-                    ],
+                    box.wrap(
+                        [
+                            uv_bin(),
+                            "pip",
+                            "install",
+                            "--no-config",
+                            "--python",
+                            str(env_python(path)),
+                            *index.uv_options(),
+                            *([] if source_builds else ["--no-build"]),
+                            "-r",
+                            str(requirements_file),
+                        ],
+                        timeout,
+                    ),
                     env=env,
                     what="could not install the requirements",
                     requirements=requirements,
                 )
+            finally:
+                requirements_file.unlink(missing_ok=True)
+        _seal(path)
     except BaseException:
         remove_env(path)
         raise
+
+
+@dataclass(frozen=True)
+class _InstallBox:
+    """The sandbox uv runs in during an install."""
+
+    uid: int
+    index: PackageIndex
+    writable: tuple[Path, ...]
+    python: str
+    env: dict[str, str]
+
+    def wrap(self, command: list[str], timeout: float) -> list[str]:
+        """Return `command` run as the module's uid, in bubblewrap where installed."""
+        prefix = [
+            *launch.limits_argv(
+                memory_mb=None,
+                cpu_seconds=max(1, int(timeout)),
+                nofile=4096,
+                nproc=INSTALL_TASKS if self.uid > 0 else None,
+            ),
+            *launch.drop_argv(self.uid),
+        ]
+        bwrap = launch.bwrap_path()
+        if bwrap is None:
+            return [*prefix, *command]
+        uv_folder = Path(command[0]).resolve().parent
+        read_only = {
+            *launch.interpreter_roots(),
+            uv_folder,
+            Path(self.python).parent,
+            *(Path(link) for link in self.index.find_links if Path(link).is_dir()),
+        }
+        box = launch.bwrap_argv(
+            bwrap,
+            network=not self.index.offline,  # an index is only reached over the network
+            tmp_bytes=None,
+            read_only=sorted(p for p in read_only if not _inside(p, self.writable)),
+            writable=self.writable,
+            chdir=self.writable[0],
+            env=self.env,
+        )
+        return [*box, *prefix, *command]
+
+
+def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+def _seal(path: Path) -> None:
+    """Give a finished environment back to modhub's uid, read-only for everyone else,
+    and mark it complete."""
+    me = os.getuid()
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), me, me)
+    os.chown(path, me, me)
+    (path / READY_MARK).write_text("")
 
 
 def installed_packages(path: Path) -> dict[str, str]:

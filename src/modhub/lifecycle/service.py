@@ -17,11 +17,11 @@ from modhub.lifecycle.bundle import (
     remove_tree,
     verify_tree,
 )
-from modhub.lifecycle.environment import PackageIndex, create_env, remove_env
+from modhub.lifecycle.environment import PackageIndex, create_env, env_ready, remove_env
 from modhub.lifecycle.layout import Layout
 from modhub.lifecycle.operations import Context, Handle, Operations, staging_name
 from modhub.lifecycle.system import check_system
-from modhub.manifest import load_manifest, validate_manifest
+from modhub.manifest import Manifest, load_manifest, validate_manifest
 from modhub.registry import Registry, Status
 from modhub.registry import config as configs
 from modhub.registry.types import ModuleDetail, Plan
@@ -95,6 +95,9 @@ class Lifecycle:
         """Enable or disable, installing REGISTERED modules that have code on the way."""
         plan = self.registry.set_status(name, target, actor=actor, cascade=cascade, dry_run=True)
         assert isinstance(plan, Plan)
+        for step in plan.steps:
+            if step.to == Status.ENABLED:
+                self.check_ceilings(self.registry.version_info(step.module)[0])
         if dry_run:
             return plan
         to_install = [s.module for s in plan.steps if s.from_ == Status.REGISTERED]
@@ -119,13 +122,7 @@ class Lifecycle:
             with ctx.step("check-system"):
                 _require_system(manifest.dependencies.system)
             with ctx.step("create-environment"):
-                create_env(
-                    env,
-                    manifest.dependencies.python,
-                    index=self.index,
-                    cache_dir=self.layout.uv_cache,
-                    log=ctx.log,
-                )
+                self._build_env(ctx, manifest, env)
             ctx.checkpoint("installed")
         except BaseException as exc:
             remove_env(env)
@@ -135,6 +132,55 @@ class Lifecycle:
             raise
         self.registry.transition(name, Status.DISABLED, actor=actor)
 
+    def _build_env(self, ctx: Context, manifest: Manifest, env: Path) -> None:
+        """Build a module version's environment in the install sandbox. A folder already
+        there is a leftover (an interrupted build, never a finished one): it goes first."""
+        remove_env(env)
+        create_env(
+            env,
+            manifest.dependencies.python,
+            index=self.index,
+            cache_dir=self.layout.uv_cache / manifest.name,
+            owner=manifest.name,
+            source_builds=self.settings.pip_allow_source_builds,
+            log=ctx.log,
+        )
+
+    def check_ceilings(self, manifest: Manifest) -> None:
+        """Refuse to run a module version whose runtime limits exceed the operator's."""
+        runtime, settings = manifest.runtime, self.settings
+        over = [
+            f"runtime.{field} {value} is above {setting} ({ceiling})"
+            for field, value, setting, ceiling in (
+                (
+                    "memoryMb",
+                    runtime.memory_mb,
+                    "MODHUB_MAX_MODULE_MEMORY_MB",
+                    settings.max_module_memory_mb,
+                ),
+                (
+                    "timeoutMs",
+                    runtime.timeout_ms,
+                    "MODHUB_MAX_MODULE_TIMEOUT_MS",
+                    settings.max_module_timeout_ms,
+                ),
+                (
+                    "maxConcurrency",
+                    runtime.max_concurrency,
+                    "MODHUB_MAX_MODULE_CONCURRENCY",
+                    settings.max_module_concurrency,
+                ),
+            )
+            if value is not None and value > ceiling
+        ]
+        if over:
+            raise Conflict(
+                f"module '{manifest.name}' {manifest.version} asks for more than this server "
+                f"allows: {'; '.join(over)}",
+                module=manifest.name,
+                ceilings=over,
+            )
+
     # -- upgrade and rollback --------------------------------------------------------------
 
     def upgrade(self, name: str, version: str, *, actor: str, kind: str = "upgrade") -> Outcome:
@@ -143,6 +189,8 @@ class Lifecycle:
         start = Status(self.registry.get(name).status)
         if start not in (Status.ENABLED, Status.DISABLED, Status.REGISTERED):
             raise Conflict(f"module '{name}' is {start}; try again when it is done")
+        if start == Status.ENABLED:
+            self.check_ceilings(self.registry.version_info(name, version)[0])
 
         def work(ctx: Context) -> ModuleDetail:
             moving = start != Status.REGISTERED
@@ -159,15 +207,9 @@ class Lifecycle:
                     config = configs.carry_over(manifest, stored, self.registry.box)
                 if row.path is not None and moving:
                     with ctx.step("create-environment"):
-                        built = not env.exists()
+                        built = not env_ready(env)  # a kept one (rollback) is reused
                         if built:
-                            create_env(
-                                env,
-                                manifest.dependencies.python,
-                                index=self.index,
-                                cache_dir=self.layout.uv_cache,
-                                log=ctx.log,
-                            )
+                            self._build_env(ctx, manifest, env)
                 ctx.checkpoint("before-switch")
                 with ctx.step("switch"):
                     detail = self.registry.switch_version(

@@ -3,9 +3,11 @@
 Where bubblewrap (`bwrap`) is installed, a worker gets its own mount, PID, IPC and
 network namespaces: it sees the system read-only, its own code and environment
 read-only, a private /tmp, and nothing of the data dir. Without bwrap the floor is
-resource limits and a scrubbed environment. Either way the worker sets its rlimits
-itself before it loads module code (no `preexec_fn` in the threaded server) and, when
-modhub runs as root under bwrap, drops to a user id of its own.
+resource limits and a scrubbed environment, and only for an unprivileged modhub: as root
+without bwrap no module code is started. Either way the interpreter is exec'd through
+`prlimit` (its rlimits) and `setpriv` (the module's own uid when modhub is root, every
+capability dropped, `no_new_privs`), so no module code ever runs as root, not even a
+dependency's `.pth` file at interpreter start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import modhub
+from modhub.errors import WorkerUnavailable
 from modhub.sandbox import worker as worker_module
 
 WORKER_SCRIPT = "modhub_worker.py"
@@ -48,8 +51,11 @@ class ModuleRuntime:
 
 
 def isolation() -> str:
-    """Return which isolation workers get here: `bubblewrap` or `rlimits`."""
-    return "bubblewrap" if bwrap_path() else "rlimits"
+    """Return which isolation workers get here: `bubblewrap`, `rlimits`, or `refused`
+    (root without bubblewrap: module code would run as root, so none is started)."""
+    if bwrap_path():
+        return "bubblewrap"
+    return "refused" if os.getuid() == 0 else "rlimits"
 
 
 def bwrap_path() -> str | None:
@@ -104,54 +110,73 @@ def prepare_runtime(folder: Path) -> Path:
     return folder
 
 
-def command(
-    runtime: ModuleRuntime, runtime_dir: Path, tmp_dir: Path
-) -> tuple[list[str], dict[str, str]]:
-    """Return the argv and environment that start a worker for `runtime`."""
-    python = runtime.env / "bin" / "python"
-    bwrap = bwrap_path()
-    uid = worker_uid(runtime.name)
-    worker = [
-        str(python),
-        "-I",
-        str(runtime_dir / WORKER_SCRIPT),
-        "--module-dir",
-        str(runtime.code),
-        "--memory-mb",
-        str(runtime.memory_mb),
-        "--concurrency",
-        str(runtime.max_concurrency),
-        "--nproc",
-        str(MAX_TASKS),
-        "--uid",
-        str(uid),
-    ]
-    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
-    env.update(
-        {
-            "HOME": "/tmp",
-            "TMPDIR": "/tmp",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1",
-            "MALLOC_ARENA_MAX": "2",
-        }
-    )
-    if not bwrap:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        env.update({"HOME": str(tmp_dir), "TMPDIR": str(tmp_dir)})
-        return worker, env
-    # No user namespace: the worker must stay real root until it drops to its own uid,
-    # so that RLIMIT_NPROC counts only that module's processes.
+class SandboxRefused(WorkerUnavailable):
+    """Module code would run without the isolation this host requires."""
+
+
+def limits_argv(
+    *, memory_mb: int | None, cpu_seconds: int, nofile: int, nproc: int | None
+) -> list[str]:
+    """Return the `prlimit` prefix that sets a process's rlimits before it execs."""
+    argv = [_tool("prlimit"), f"--cpu={cpu_seconds}", f"--nofile={nofile}", "--core=0"]
+    if memory_mb is not None:
+        argv.append(f"--as={memory_mb * 1024 * 1024}")
+    if nproc is not None:  # only under a uid of the module's own: NPROC counts a whole uid
+        argv.append(f"--nproc={nproc}")
+    return [*argv, "--"]
+
+
+def drop_argv(uid: int) -> list[str]:
+    """Return the `setpriv` prefix that execs as `uid` with no capabilities, no_new_privs set.
+
+    The interpreter is exec'd already unprivileged, so nothing a module ships (a `.pth`
+    file, `sitecustomize`, a build backend) ever runs as root or with a capability.
+    """
+    argv = [_tool("setpriv")]
+    if uid > 0:
+        argv += [
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+        ]
+    return [*argv, "--no-new-privs", "--"]
+
+
+def refuse_root_without_bwrap(what: str) -> None:
+    """Raise SandboxRefused when module code would run as root outside bubblewrap."""
+    if os.getuid() == 0 and not bwrap_path():
+        raise SandboxRefused(
+            f"{what}: modhub runs as root and bubblewrap is not installed, so module code "
+            "would run as root; install bubblewrap (apt-get install bubblewrap) or run "
+            "modhub as an unprivileged user"
+        )
+
+
+def bwrap_argv(
+    bwrap: str,
+    *,
+    network: bool,
+    tmp_bytes: int | None,
+    read_only: list[Path],
+    writable: tuple[Path, ...] = (),
+    chdir: Path,
+    env: dict[str, str],
+) -> list[str]:
+    """Return bubblewrap's options: new namespaces, the system read-only, a private /tmp,
+    `read_only` and `writable` bound at their own paths, and nothing else of the host."""
     argv = [
         bwrap,
-        "--die-with-parent",
+        "--die-with-parent",  # the whole sandbox is killed when modhub dies, even by SIGKILL
         "--new-session",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",
     ]
-    if not runtime.network:
+    if not network:
         argv.append("--unshare-net")
     argv += [
         "--ro-bind",
@@ -169,7 +194,7 @@ def command(
         # in memory outside RLIMIT_AS, so it is capped at the module's memory limit.
         "--perms",
         "1777",
-        *(["--size", str(runtime.memory_mb * 1024 * 1024)] if _tmpfs_size_option(bwrap) else []),
+        *(["--size", str(tmp_bytes)] if tmp_bytes and _tmpfs_size_option(bwrap) else []),
         "--tmpfs",
         "/tmp",
     ]
@@ -179,19 +204,82 @@ def command(
             argv += ["--symlink", os.readlink(target), str(target)]
         elif target.is_dir():
             argv += ["--ro-bind", str(target), str(target)]
-    binds = [*_interpreter_roots(), runtime.env, runtime.code, runtime_dir]
     made: set[Path] = set()
-    for path in binds:
+    binds = [(path, "--ro-bind") for path in read_only] + [(p, "--bind") for p in writable]
+    for path, option in binds:
         # bwrap makes missing parents 0700, which the module's uid could not cross.
         for parent in reversed(path.parents[:-1]):
             if parent not in made and not any(parent.is_relative_to(p) for p in ("/usr", "/etc")):
                 argv += ["--perms", "0755", "--dir", str(parent)]
                 made.add(parent)
-        argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--chdir", str(runtime.code), "--clearenv"]
+        argv += [option, str(path), str(path)]
+    argv += ["--chdir", str(chdir), "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    return [*argv, "--", *worker], env
+    return [*argv, "--"]
+
+
+def command(
+    runtime: ModuleRuntime, runtime_dir: Path, tmp_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Return the argv and environment that start a worker for `runtime`."""
+    refuse_root_without_bwrap(f"module '{runtime.name}' worker cannot start")
+    python = runtime.env / "bin" / "python"
+    bwrap = bwrap_path()
+    uid = worker_uid(runtime.name)
+    worker = [
+        str(python),
+        "-I",
+        str(runtime_dir / WORKER_SCRIPT),
+        "--module-dir",
+        str(runtime.code),
+        "--concurrency",
+        str(runtime.max_concurrency),
+    ]
+    # Limits, then the uid and capabilities, are set before the interpreter starts.
+    prefix = [
+        *limits_argv(
+            memory_mb=runtime.memory_mb,
+            cpu_seconds=3600,
+            nofile=256,
+            nproc=MAX_TASKS if uid > 0 else None,
+        ),
+        *drop_argv(uid),
+    ]
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+    env.update(
+        {
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "MALLOC_ARENA_MAX": "2",
+        }
+    )
+    if not bwrap:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        env.update({"HOME": str(tmp_dir), "TMPDIR": str(tmp_dir)})
+        return [*prefix, *worker], env
+    # No user namespace: bwrap stays real root until setpriv drops to the module's own
+    # uid, so that RLIMIT_NPROC counts only that module's processes.
+    argv = bwrap_argv(
+        bwrap,
+        network=runtime.network,
+        tmp_bytes=runtime.memory_mb * 1024 * 1024,
+        read_only=[*interpreter_roots(), runtime.env, runtime.code, runtime_dir],
+        chdir=runtime.code,
+        env=env,
+    )
+    return [*argv, *prefix, *worker], env
+
+
+def _tool(name: str) -> str:
+    """Return the path of a util-linux tool the sandbox needs, or refuse to start."""
+    for folder in ("/usr/bin", "/bin", "/usr/sbin"):
+        path = Path(folder) / name
+        if path.exists():
+            return str(path)
+    raise SandboxRefused(f"`{name}` (util-linux) is not installed: module code cannot be started")
 
 
 @functools.cache
@@ -204,7 +292,7 @@ def _tmpfs_size_option(bwrap: str) -> bool:
     return "--size" in found.stdout + found.stderr
 
 
-def _interpreter_roots() -> list[Path]:
+def interpreter_roots() -> list[Path]:
     """Return the folders the environments' base interpreter lives in (outside /usr)."""
     roots = {Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent}
     return sorted(r for r in roots if not r.is_relative_to("/usr"))

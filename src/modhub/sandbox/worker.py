@@ -2,8 +2,10 @@
 
 This file is copied into the runtime folder and started with the module environment's
 python (`python -I modhub_worker.py ...`). It uses only the standard library and
-`modhub.sdk` (copied beside it). Before it imports any module code it sets its resource
-limits and, when started as root, drops to the module's own user id.
+`modhub.sdk` (copied beside it). It starts already unprivileged: the launcher
+(`sandbox/launch.py`) sets its resource limits with `prlimit` and its uid, capabilities
+and `no_new_privs` with `setpriv` before the interpreter is exec'd, so nothing a module
+ships (not even a `.pth` file of a dependency) runs with more than the module's rights.
 
 Wire format, both directions: a 4-byte big-endian length, then a JSON object.
 Requests:  {"id", "kind": "route"|"job"|"ping", "handler", "payload", "config"}
@@ -51,28 +53,6 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
         return None
     message: dict[str, Any] = json.loads(data)
     return message
-
-
-def set_limits(memory_mb: int, cpu_seconds: int, nofile: int, nproc: int) -> None:
-    """Apply the module's resource limits to this process and its children."""
-    import resource
-
-    memory = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    if nproc > 0:  # only under a uid of the module's own: NPROC counts every process of a uid
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def drop_privileges(uid: int) -> None:
-    """Become the module's own user (only possible, and only done, when started as root)."""
-    if os.getuid() != 0 or uid <= 0:
-        return
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
 
 
 class Worker:
@@ -178,14 +158,9 @@ async def _await(awaitable: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Set limits, drop privileges, then serve requests on stdin/stdout until EOF."""
+    """Serve requests on stdin/stdout until EOF (limits and uid were set before the exec)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--module-dir", required=True)
-    parser.add_argument("--memory-mb", type=int, default=256)
-    parser.add_argument("--cpu-seconds", type=int, default=3600)
-    parser.add_argument("--nofile", type=int, default=256)
-    parser.add_argument("--nproc", type=int, default=64)
-    parser.add_argument("--uid", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args(argv)
     protocol_in = os.fdopen(os.dup(0), "rb", buffering=0)
@@ -198,8 +173,6 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     threading.stack_size(1024 * 1024)  # thread stacks count against the memory limit
-    set_limits(args.memory_mb, args.cpu_seconds, args.nofile, args.nproc if args.uid > 0 else 0)
-    drop_privileges(args.uid)
     os.chdir(args.module_dir)
     worker = Worker(Path(args.module_dir), protocol_out, args.concurrency)
     while (message := read_frame(protocol_in)) is not None:

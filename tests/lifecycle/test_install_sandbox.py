@@ -1,0 +1,168 @@
+"""Installs run in the module's sandbox: a dependency's build step is module code too.
+
+The hostile packages are made here (tests/packages.py) and read from a local folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modhub.lifecycle.environment import (
+    READY_MARK,
+    InstallError,
+    PackageIndex,
+    create_env,
+    env_python,
+)
+from modhub.sandbox import isolation
+from modhub.sandbox.launch import module_uid
+from tests.conftest import service_missing
+from tests.packages import build_sdist
+
+NO_CAPABILITIES = "0000000000000000"
+
+
+@pytest.fixture(autouse=True)
+def bubblewrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip (fail under MODHUB_REQUIRE_SERVICES=1) unless installs get bubblewrap here."""
+    monkeypatch.delenv("MODHUB_SANDBOX", raising=False)
+    if isolation() != "bubblewrap":
+        service_missing("bubblewrap (bwrap) is not installed: installs cannot be sandboxed")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """Yield the port of a TCP server on the host's loopback that greets every client."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def owner() -> str:
+    """Return a module name nobody else uses (its uid is its own, even under xdist)."""
+    return f"evil-{uuid.uuid4().hex[:10]}"
+
+
+def platform_files(data: Path) -> dict[str, Path]:
+    """Put the platform's secrets where a data dir holds them; return them by name."""
+    data.mkdir(parents=True, exist_ok=True)
+    files = {"key": data / "secret.key", "db": data / "modhub.db"}
+    for path in files.values():
+        path.write_text("platform secret")
+        path.chmod(0o600)
+    return files
+
+
+def installed_report(env: Path, module: str) -> dict[str, Any]:
+    """Return the REPORT the hostile build step baked into its package."""
+    found = subprocess.run(
+        [str(env_python(env)), "-I", "-c", f"import {module}; print(repr({module}.REPORT))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report: dict[str, Any] = ast.literal_eval(found.stdout.strip())
+    return report
+
+
+def test_source_packages_are_not_built_by_default(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    build_sdist(folder, "mh-evil", "1.0")
+    env = tmp_path / "data" / "envs" / "evil" / "1.0.0"
+    with pytest.raises(InstallError) as raised:
+        create_env(
+            env,
+            ["mh-evil==1.0"],
+            index=PackageIndex(find_links=(str(folder),), offline=True),
+            cache_dir=tmp_path / "data" / "cache" / "uv" / "evil",
+            owner=owner(),
+        )
+    assert raised.value.requirement == "mh-evil==1.0"
+    assert "mh-evil" in raised.value.detail
+    assert not env.exists()
+
+
+def test_a_build_step_runs_as_the_module_without_the_data_dir_or_network(
+    tmp_path: Path, listener: int
+) -> None:
+    data = tmp_path / "data"
+    secrets = platform_files(data)
+    other_env = data / "envs" / "victim" / "1.0.0"
+    other_env.mkdir(parents=True)
+    targets = {
+        "read": [str(secrets["key"]), str(secrets["db"]), "/etc/shadow"],
+        "write": [str(data / "pwned"), str(other_env / "pwned"), "/usr/pwned"],
+    }
+    step = f"""
+targets = {targets!r}
+def attempt(action, path):
+    try:
+        action(path)
+        return "ok"
+    except Exception as exc:
+        return type(exc).__name__
+report["read"] = {{p: attempt(lambda p: open(p).read(), p) for p in targets["read"]}}
+report["write"] = {{p: attempt(lambda p: open(p, "w").write("x"), p) for p in targets["write"]}}
+import socket
+report["connect"] = attempt(lambda p: socket.create_connection(("127.0.0.1", p), 2), {listener})
+"""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    build_sdist(folder, "mh-evil", "1.0", step)
+    name = owner()
+    env = data / "envs" / name / "1.0.0"
+    cache = data / "cache" / "uv" / name
+    create_env(
+        env,
+        ["mh-evil==1.0"],
+        index=PackageIndex(find_links=(str(folder),), offline=True),
+        cache_dir=cache,
+        owner=name,
+        source_builds=True,
+    )
+    report = installed_report(env, "mh_evil")
+    expected_uid = module_uid(name) if os.getuid() == 0 else os.getuid()
+    assert report["uid"] == expected_uid
+    assert report["status"]["CapEff"] == NO_CAPABILITIES
+    assert report["status"]["CapPrm"] == NO_CAPABILITIES
+    assert report["status"]["NoNewPrivs"] == "1"
+    assert set(report["read"].values()) <= {"FileNotFoundError", "PermissionError"}, report
+    assert "ok" not in report["write"].values(), report
+    assert not (data / "pwned").exists()
+    assert not (other_env / "pwned").exists()
+    assert report["connect"] != "ok"  # an offline index: no network at all
+    # The cache is the module's own; the finished environment is modhub's, complete.
+    assert cache.stat().st_uid == expected_uid
+    assert cache.stat().st_mode & 0o777 == 0o700
+    owners = {path.lstat().st_uid for path in [env, *env.rglob("*")]}
+    assert owners == {os.getuid()}
+    assert (env / READY_MARK).is_file()
+
+
+def test_a_failed_sandboxed_install_leaves_no_environment(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    build_sdist(folder, "mh-broken", "1.0", "raise SystemExit('the build step fails')")
+    env = tmp_path / "data" / "envs" / "broken" / "1.0.0"
+    with pytest.raises(InstallError, match="mh-broken"):
+        create_env(
+            env,
+            ["mh-broken==1.0"],
+            index=PackageIndex(find_links=(str(folder),), offline=True),
+            cache_dir=tmp_path / "data" / "cache" / "uv" / "broken",
+            owner=owner(),
+            source_builds=True,
+        )
+    assert not env.exists()
+    with contextlib.suppress(FileNotFoundError):
+        assert not any((tmp_path / "data" / "envs" / "broken").iterdir())
