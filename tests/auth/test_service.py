@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import select, update
 
 from modhub.auth import AuthService, Principal
+from modhub.auth import service as service_module
 from modhub.auth.credentials import AccessTokens, hash_password, verify_password
+from modhub.db import Database
 from modhub.db.models import ApiToken, AuditEntry, LoginThrottle, User
 from modhub.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthorized
 from modhub.keys import derive_key
@@ -255,17 +257,108 @@ def test_the_lock_ends_after_the_lockout(services: Services, auth: AuthService) 
         assert session.get(LoginThrottle, "alice") is None
 
 
-def test_a_short_lockout_ends_by_itself(services: Services, auth: AuthService) -> None:
+class Clock:
+    """The lockout's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(auth: AuthService) -> Clock:
+    auth.clock = clock = Clock()
+    return clock
+
+
+def test_a_lockout_ends_by_itself(services: Services, auth: AuthService, clock: Clock) -> None:
     add_user(services, "alice", "operator")
     services.settings.login_max_failures = 1
-    services.settings.login_lockout_seconds = 1
+    services.settings.login_lockout_seconds = 30
     fail(auth, "alice", 1)
+    clock.advance(29.5)
+    with pytest.raises(TooManyAttempts) as caught:
+        auth.login("alice", PASSWORD)
+    assert caught.value.retry_after == 1
+
+    clock.advance(0.5)
+
+    assert auth.login("alice", PASSWORD)
+
+
+def test_after_a_lockout_the_limit_counts_again(
+    services: Services, auth: AuthService, clock: Clock
+) -> None:
+    add_user(services, "alice", "operator")
+    services.settings.login_max_failures = 2
+    fail(auth, "alice", 2)
+    clock.advance(services.settings.login_lockout_seconds)
+    fail(auth, "alice", 2)  # a new window: two more checks, not one
     with pytest.raises(TooManyAttempts):
         auth.login("alice", PASSWORD)
 
-    time.sleep(1.0)
 
-    assert auth.login("alice", PASSWORD)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_concurrent_logins_check_at_most_the_limit_of_passwords(
+    services: Services,
+    auth: AuthService,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    """40 logins at once, 39 wrong and 1 right, limit 5: at most 5 passwords are checked,
+    every other login is 429 without its password looked at. With 2 services on one
+    database (two API processes), the limit is shared."""
+    add_user(services, "alice", "operator")
+    services.settings.login_max_failures = 5
+    checked: list[str] = []
+    lock = threading.Lock()
+    real_verify = service_module.verify_password
+
+    def counting_verify(password_hash: str | None, password: str) -> bool:
+        with lock:
+            checked.append(password)
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(service_module, "verify_password", counting_verify)
+    others = [AuthService(Database(services.settings.db_url), services.settings)]
+    auths = [auth, *others][:processes]
+    for other in auths:
+        other.clock = clock
+    passwords = ["wrong password"] * 39 + [PASSWORD]
+    barrier = threading.Barrier(len(passwords))
+
+    def attempt(index: int) -> int:
+        barrier.wait()
+        try:
+            auths[index % len(auths)].login("alice", passwords[index])
+        except TooManyAttempts:
+            return 429
+        except Unauthorized:
+            return 401
+        return 200
+
+    try:
+        with ThreadPoolExecutor(len(passwords)) as pool:
+            outcomes = list(pool.map(attempt, range(len(passwords))))
+    finally:
+        for other in others:
+            other.db.dispose()
+
+    assert 1 <= len(checked) <= 5
+    assert outcomes.count(401) + outcomes.count(200) == len(checked)
+    assert outcomes.count(429) == len(passwords) - len(checked)
+    assert outcomes.count(200) == checked.count(PASSWORD)
+    if PASSWORD not in checked:  # the right one came too late: the name is locked
+        with pytest.raises(TooManyAttempts):
+            auth.login("alice", PASSWORD)
+        clock.advance(services.settings.login_lockout_seconds)
+        assert auth.login("alice", PASSWORD)
 
 
 def test_an_unknown_name_is_locked_too(services: Services, auth: AuthService) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -19,11 +20,12 @@ from modhub.auth.credentials import (
     verify_password,
 )
 from modhub.auth.permissions import PERMISSION_FORM, Principal
+from modhub.auth.throttle import LoginAttempts
 from modhub.auth.usage import TokenUses
 from modhub.db import Database
 from modhub.db.audit import SYSTEM, record
-from modhub.db.models import ApiToken, LoginThrottle, Role, RolePermission, User
-from modhub.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthorized
+from modhub.db.models import ApiToken, Role, RolePermission, User, utcnow
+from modhub.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from modhub.settings import Settings
 
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
@@ -65,6 +67,8 @@ class AuthService:
         self.settings = settings
         self.tokens = AccessTokens(settings.resolved_secret_key(), settings.access_token_ttl)
         self.token_uses = TokenUses(db)
+        self.attempts = LoginAttempts(db, settings)
+        self.clock: Callable[[], datetime] = utcnow  # the lockout's time; tests move it
 
     def create_user(self, username: str, role: str, password: str, *, actor: str = SYSTEM) -> None:
         """Create a user with `role`; refuse a taken name, an unknown role, a short password."""
@@ -120,47 +124,20 @@ class AuthService:
         return generated
 
     def login(self, username: str, password: str) -> str:
-        """Return an access token; count failures and lock the name after too many.
+        """Return an access token; lock the name after too many failures.
 
-        User names are case-sensitive, and so is the lock: failures against `Alice` do not
-        lock out `alice`.
+        The check is reserved before the password is looked at (see `throttle.py`), so
+        concurrent logins never check more passwords than the limit. User names are
+        case-sensitive, and so is the lock: failures against `Alice` do not lock `alice`.
         """
-        now = datetime.now(UTC)
+        self.attempts.reserve(username, self.clock())
         with self.db.read() as session:
-            throttle = session.get(LoginThrottle, username)
-            if throttle and throttle.locked_until and throttle.locked_until > now:
-                raise TooManyAttempts(int((throttle.locked_until - now).total_seconds()) + 1)
             user = session.scalars(select(User).where(User.username == username)).first()
         found = user is not None and user.active
         if verify_password(user.password_hash if user and found else None, password) and user:
-            with self.db.write() as session:
-                row = session.get(LoginThrottle, username)
-                if row is not None:
-                    session.delete(row)
+            self.attempts.clear(username)
             return self.tokens.issue(user.username, user.role)
-        self._count_failure(username, now)
         raise Unauthorized("wrong user name or password")
-
-    def _count_failure(self, key: str, now: datetime) -> None:
-        # The row is locked so that concurrent failures are all counted (PostgreSQL), and a
-        # concurrent first failure that inserted the row first makes this one count again.
-        for attempt in range(3):
-            try:
-                with self.db.write() as session:
-                    row = session.get(LoginThrottle, key, with_for_update=True)
-                    if row is None:
-                        row = LoginThrottle(username=key, failures=0)
-                        session.add(row)
-                    row.failures += 1
-                    if row.failures >= self.settings.login_max_failures:
-                        row.failures = 0
-                        row.locked_until = now + timedelta(
-                            seconds=self.settings.login_lockout_seconds
-                        )
-                return
-            except IntegrityError:
-                if attempt == 2:
-                    raise
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Return the caller named by an `Authorization: Bearer` header value."""
