@@ -215,7 +215,11 @@ def test_run_now_refuses_unknown_jobs_and_modules_that_are_not_enabled(
     assert nobody.status_code == 404
     set_status(services, module, Status.DISABLED)
     disabled = client.post(f"{API}/modules/{module}/jobs/ok/run", headers=bearer(operator))
-    assert disabled.status_code == 501
-    assert "not enabled" in disabled.json()["detail"]
+    assert disabled.status_code == 409
+    assert disabled.headers["content-type"] == "application/problem+json"
+    problem = disabled.json()
+    assert (problem["type"], problem["status"]) == ("urn:modhub:problem:conflict", 409)
+    assert (problem["module"], problem["moduleStatus"]) == (module, "DISABLED")
+    assert problem["detail"] == f"module '{module}' is DISABLED, not ENABLED: its jobs cannot run"
     jobs = client.get(f"{API}/modules/{module}/jobs", headers=bearer(operator)).json()
     assert all(j["nextRuns"] == [] for j in jobs)

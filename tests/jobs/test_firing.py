@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from modhub.db.models import JobRun
-from modhub.errors import HandlerMissing, NotFound
+from modhub.errors import Conflict, NotFound
 from modhub.jobs import JobRunner
 from modhub.registry import Status
 from modhub.services import Services
@@ -222,8 +222,9 @@ def test_jobs_of_a_module_that_is_not_enabled_never_fire(services: Services, sou
         assert rig.runs() == []
         for name in (registered, disabled):
             assert rig.runner.jobs_of(name)[0]["nextRuns"] == []
-            with pytest.raises(HandlerMissing, match="not enabled"):
+            with pytest.raises(Conflict, match="not ENABLED") as caught:
                 rig.runner.run_now(name, "a")
+            assert caught.value.status == 409
 
     with_rig(services, body, **IDLE)
 

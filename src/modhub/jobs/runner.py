@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modhub.errors import HandlerMissing, HandlerTimeout, ModhubError, NotFound
+from modhub.errors import Conflict, HandlerMissing, HandlerTimeout, ModhubError, NotFound
 from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import RunStore, RunView
@@ -34,7 +34,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _after(lines: deque[str], mark: str | None) -> list[str]:
+def _after(lines: Sequence[str], mark: str | None) -> list[str]:
     """Return the lines appended after `mark`, found by identity: the pool keeps a module's
     last lines only, so once it holds that many its length no longer counts new ones."""
     kept = list(lines)
@@ -214,8 +214,13 @@ class JobRunner:
         manifest, row = self.registry.version_info(module)
         if not any(j.name == job for j in manifest.capabilities.jobs.handlers):
             raise NotFound(f"module '{module}' has no job '{job}'")
-        if self.registry.get(module).status != Status.ENABLED:
-            raise HandlerMissing(f"module '{module}' is not enabled: its jobs cannot run")
+        status = Status(self.registry.get(module).status)
+        if status != Status.ENABLED:
+            raise Conflict(
+                f"module '{module}' is {status}, not ENABLED: its jobs cannot run",
+                module=module,
+                moduleStatus=str(status),
+            )
         if row.path is None:
             raise HandlerMissing(f"module '{module}' has no code: job '{job}' cannot run")
         now = self.clock()

@@ -26,10 +26,15 @@ def list_jobs(name: str, svc: ServicesDep, _principal: Reader) -> list[dict[str,
 
 
 @router.post(
-    "/modules/{name}/jobs/{job}/run", status_code=202, responses=responses(401, 403, 404, 501)
+    "/modules/{name}/jobs/{job}/run",
+    status_code=202,
+    responses=responses(401, 403, 404, 409, 501),
 )
 def run_job(name: str, job: str, svc: ServicesDep, _principal: Writer) -> RunView:
-    """Queue a run of the job now; poll it at /jobs/runs/{id}."""
+    """Queue a run of the job now; poll it at /jobs/runs/{id}.
+
+    409 while the module is not ENABLED; 501 when the module has no code to run.
+    """
     return svc.jobs.run_now(name, job)
 
 
