@@ -292,9 +292,14 @@ def rollback(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
 
 
 @module_app.command("logs")
-def logs(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+def logs(
+    name: str,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the last lines")] = 200,
+) -> None:
     """Print the tail of a module's worker log."""
-    for line in call("GET", url, token, f"/modules/{name}/logs")["lines"]:
+    for line in call("GET", url, token, f"/modules/{name}/logs", params={"limit": limit})["lines"]:
         typer.echo(line)
 
 

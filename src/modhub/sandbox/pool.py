@@ -37,10 +37,10 @@ from modhub.sandbox.launch import (
     descendants,
     prepare_runtime,
 )
+from modhub.sandbox.output import ModuleLog, ModuleOutput
 from modhub.sandbox.worker import HEADER
 
 log = logging.getLogger("modhub.sandbox")
-LOG_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,16 @@ class WorkerPool:
         self.cgroups = Cgroups.detect()
         self.workers: dict[str, Worker] = {}
         self.health: dict[str, Health] = collections.defaultdict(Health)
-        self.logs: dict[str, collections.deque[str]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=LOG_LINES)
-        )
+        self.output = ModuleOutput()
         self._next_id = 0
         self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reaper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def logs(self) -> collections.defaultdict[str, ModuleLog]:
+        """Return each module's kept output (bounded lines, a bounded ring per module)."""
+        return self.output.logs
 
     # -- calling ---------------------------------------------------------------------------
 
@@ -241,20 +244,8 @@ class WorkerPool:
     async def _read_log(self, worker: Worker) -> None:
         stderr = worker.process.stderr
         assert stderr is not None
-        lines = self.logs[worker.runtime.name]
         with contextlib.suppress(ConnectionError):
-            while True:
-                try:
-                    raw = await stderr.readline()
-                except ValueError:
-                    # A line over the reader's limit, which the reader dropped: keep
-                    # reading, or the module's log goes silent and its pipe fills up.
-                    raw = b"modhub: dropped an over-long line of the module's output\n"
-                if not raw:
-                    break
-                line = raw.decode(errors="replace").rstrip()
-                lines.append(line)
-                log.info("[%s] %s", worker.runtime.key, line)
+            await self.output.read(stderr, worker.runtime.name, worker.runtime.key)
 
     async def _fail(self, worker: Worker, reason: str) -> None:
         """Kill a worker that misbehaved, fail its requests, and back off its restarts."""

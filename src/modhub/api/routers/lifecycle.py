@@ -16,6 +16,7 @@ from modhub.auth import Permission, Principal
 from modhub.errors import InvalidInput
 from modhub.lifecycle import OperationView
 from modhub.registry.types import ModuleDetail, Shape, UpgradePlan
+from modhub.sandbox.output import OutputLimits
 
 router = APIRouter(tags=["lifecycle"])
 Reader = Annotated[Principal, Depends(require(Permission.MODULES_READ))]
@@ -103,11 +104,22 @@ class ModuleLog(Shape):
     lines: list[str]
 
 
-@router.get("/modules/{name}/logs", responses=responses(401, 403, 404))
-def module_logs(name: str, svc: ServicesDep, _principal: Reader) -> ModuleLog:
-    """Return the tail of the module's worker log (handler tracebacks, print output)."""
+LogLimit = Annotated[
+    int,
+    Query(ge=1, le=OutputLimits.max_log_lines, description="How many of the last lines to return"),
+]
+
+
+@router.get("/modules/{name}/logs", responses=responses(401, 403, 404, 422))
+def module_logs(
+    name: str, svc: ServicesDep, _principal: Reader, limit: LogLimit = 200
+) -> ModuleLog:
+    """Return the tail of the module's worker log (handler tracebacks, print output).
+
+    The server keeps at most 1 MiB of each module's output, in lines of at most 16 KiB."""
     svc.registry.get(name)  # 404 for an unknown module
-    return ModuleLog(lines=list(svc.pool.logs.get(name, [])))
+    kept = svc.pool.logs.get(name)
+    return ModuleLog(lines=kept.tail(limit) if kept is not None else [])
 
 
 @router.get("/operations/{op_id}", responses=responses(401, 403, 404))

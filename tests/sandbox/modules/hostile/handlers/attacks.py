@@ -129,6 +129,23 @@ def long_log_line(request):
     return {"logged": True}
 
 
+def huge_lines(request):
+    """Print `count` lines of `mib` MiB each (print() goes to the module log), then a marker."""
+    count, size = int(request.query["count"]), int(request.query["mib"]) * 1024 * 1024
+    line = "z" * size
+    for _ in range(count):
+        print(line)
+    print("after the huge lines")
+    return {"printed": count * (size + 1)}
+
+
+def many_lines(request):
+    """Print `count` short numbered lines at once."""
+    count = int(request.query["count"])
+    sys.stdout.write("".join(f"line {i:07d} of the flood\n" for i in range(count)))
+    return {"printed": count}
+
+
 def read_file(request):
     with open(request.query["path"], "rb") as handle:
         return handle.read()
