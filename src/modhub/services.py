@@ -41,7 +41,7 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         """Open the database (migrating the embedded one), recover, and build the services."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.prepare_data_dir()
         db = Database(settings.db_url)
         if settings.embedded:
             upgrade(db.engine)

@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 from pydantic import Field, field_validator
+from sqlalchemy.engine import make_url
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modhub.errors import ConfigurationError
@@ -63,6 +64,22 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """Return whether the database is the embedded SQLite one."""
         return self.db_url.startswith("sqlite")
+
+    def prepare_data_dir(self) -> None:
+        """Make the data dir modhub's alone: the folder 0700, the embedded database 0600.
+
+        SQLite gives its `-wal` and `-shm` files the mode of the database file, so the
+        database is created 0600 before SQLite first opens it.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        name = make_url(self.db_url).database if self.embedded else None
+        if name and name != ":memory:":
+            database = Path(name)
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+            for path in (database, *(Path(f"{database}-{x}") for x in ("wal", "shm"))):
+                if path.exists():
+                    path.chmod(0o600)
 
     def resolved_secret_key(self) -> str:
         """Return the secret key: the setting, or one generated once into the data dir."""

@@ -62,6 +62,7 @@ def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a folder holding the mh-testlib 1.0.0 and 2.0.0 wheels."""
     folder = tmp_path_factory.mktemp("lifecycle-wheels")
+    folder.chmod(0o755)  # installs read it as the module's uid, as an operator's folder
     for version in TESTLIB_VERSIONS:
         build_wheel(folder, TESTLIB, version)
     return folder

@@ -23,9 +23,12 @@ from modhub.db.models import Operation
 from modhub.lifecycle import recover
 from modhub.lifecycle.bundle import make_read_only, pack_folder
 from modhub.registry import Status
+from modhub.sandbox.launch import module_uid
 from modhub.services import Services
 from tests.conftest import PASSWORD, LiveServer, bearer, start_server, stop_server
 from tests.lifecycle.conftest import ACTOR, entries, wait_for, write_module
+from tests.packages import build_sdist
+from tests.sandbox.conftest import processes_of
 
 API = "/api/v1"
 INTERRUPTED = "interrupted"
@@ -119,8 +122,8 @@ def boot(tmp_path: Path, database_url: str, wheels: Path) -> Iterator[Any]:
         "MODHUB_OPERATION_WAIT_SECONDS": "0",
     }
 
-    def start(failpoint: str | None = None) -> Node:
-        extra = {**base, **({"MODHUB_FAILPOINT": failpoint} if failpoint else {})}
+    def start(failpoint: str | None = None, env: dict[str, str] | None = None) -> Node:
+        extra = {**base, **(env or {}), **({"MODHUB_FAILPOINT": failpoint} if failpoint else {})}
         server = start_server(tmp_path / "data", database_url, extra_env=extra)
         started.append(server)
         return Node(server)
@@ -204,6 +207,44 @@ def test_install_interrupted_is_undone_and_leftovers_swept(boot: Any, sources: P
     enabled = node.finish(node.http.put("/modules/demo/status", json={"status": "ENABLED"}))
     assert enabled["kind"] == "enable"
     assert node.module("demo")["status"] == "ENABLED"
+
+
+def test_a_killed_install_takes_its_build_with_it(
+    boot: Any, sources: Path, wheels: Path, tmp_path: Path
+) -> None:
+    # A build step that runs until a flag file goes: the server is SIGKILLed meanwhile.
+    index = tmp_path / "slow-index"
+    index.mkdir()
+    hold = index / "hold"
+    hold.write_text("")
+    build_sdist(
+        index,
+        "mh-slow",
+        "1.0",
+        f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.05)",
+    )
+    env = {
+        "MODHUB_PIP_ALLOW_SOURCE_BUILDS": "true",
+        "MODHUB_PIP_FIND_LINKS": json.dumps([str(wheels), str(index)]),
+    }
+    name = f"slow-{os.getpid()}"
+    node = boot(env=env)
+    node.upload(write_module(sources, name, python=["mh-slow==1.0"]))
+    node.accepted(node.http.put(f"/modules/{name}/status", json={"status": "ENABLED"}))
+    uid = module_uid(name)
+    wait_for(lambda: processes_of(uid), what="the install running as the module's uid")
+    node.crash()
+    # bubblewrap dies with the server, and its PID namespace with it: no build lives on
+    # to re-create the environment that recovery removes.
+    wait_for(lambda: not processes_of(uid), timeout=15, what="the build to die with the server")
+    hold.unlink()
+
+    node = boot(env=env)
+    assert node.module(name)["status"] == "REGISTERED"
+    enabled = node.finish(node.http.put(f"/modules/{name}/status", json={"status": "ENABLED"}))
+    assert enabled["kind"] == "enable"
+    assert node.module(name)["status"] == "ENABLED"
+    assert node.http.get(f"/m/{name}/ping").json() == {"version": "1.0.0"}
 
 
 def test_upgrade_interrupted_before_switch_keeps_the_old_version(boot: Any, sources: Path) -> None:

@@ -135,7 +135,7 @@ def install_examples(services: Services, folder: Path) -> None:
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Migrate the database (MODHUB_DATABASE_URL, or the embedded SQLite) to the newest schema."""
     settings = settings_for(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.prepare_data_dir()
     db = Database(settings.db_url)
     try:
         upgrade(db.engine)
