@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,17 @@ def test_doctor_says_when_limits_hold_per_process_only(
     monkeypatch.setenv("MODHUB_CGROUPS", "off")
 
     assert "none: memory and process limits hold per process only" in doctor(tmp_path)
+
+
+def test_doctor_says_when_no_module_code_may_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODHUB_SANDBOX", "rlimits")  # as if bubblewrap were missing
+    monkeypatch.setenv("MODHUB_MAX_MODULE_MEMORY_MB", "512")
+    output = doctor(tmp_path)
+    if os.getuid() == 0:
+        assert "no module code is started" in output
+    else:
+        assert "rlimits and a scrubbed environment only" in output
+    assert "wheels only" in output
+    assert "memory 512 MB" in output

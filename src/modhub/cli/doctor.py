@@ -42,12 +42,30 @@ def doctor(
             f"bubblewrap ({version}): own mount, PID, IPC and network "
             f"namespaces, read-only code, private /tmp, no data dir; rlimits; {uid}",
         )
+    elif mode == "refused":
+        table.add_row(
+            "isolation",
+            "none: modhub runs as root without bubblewrap, so no module code is started "
+            "(apt-get install bubblewrap, or run modhub as an unprivileged user)",
+        )
     else:
         table.add_row(
             "isolation",
             "rlimits and a scrubbed environment only "
             "(install bubblewrap for namespaces: apt-get install bubblewrap)",
         )
+    table.add_row(
+        "installs",
+        ("in the module's sandbox" if mode == "bubblewrap" else "as modhub's own user")
+        + "; "
+        + ("source builds allowed" if settings.pip_allow_source_builds else "wheels only")
+        + ("; direct references allowed" if _allows_direct(settings) else ""),
+    )
+    table.add_row(
+        "module limit ceilings",
+        f"memory {settings.max_module_memory_mb} MB, timeout {settings.max_module_timeout_ms} ms,"
+        f" concurrency {settings.max_module_concurrency}",
+    )
     groups = Cgroups.detect()
     if groups is not None:
         groups.close()
@@ -67,6 +85,10 @@ def doctor(
     )
     table.add_row("database", settings.db_url.split("@")[-1])
     out.print(table)
+
+
+def _allows_direct(settings: Settings) -> bool:
+    return bool(getattr(settings, "pip_allow_direct_references", False))
 
 
 def _version(argv: list[str]) -> str:
