@@ -36,14 +36,13 @@ CHROMIUM_ARGS = [
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 
-@pytest.fixture(scope="module")
-def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Yield `modhub serve --examples examples/modules` on SQLite, user admin / PASSWORD.
+def serve_examples(folder: Path, examples: Path) -> LiveServer:
+    """Start `modhub serve --examples EXAMPLES` on SQLite in `folder`, user admin / PASSWORD.
 
     MODHUB_OPERATION_WAIT_SECONDS=0 makes every lifecycle call answer 202 with an operation,
     so that the console's polling of operations is what the tests exercise.
     """
-    data_dir = tmp_path_factory.mktemp("console") / "data"
+    data_dir = folder / "data"
     data_dir.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODHUB_")}
@@ -55,10 +54,10 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
             "MODHUB_OPERATION_WAIT_SECONDS": "0",
         }
     )
-    log = data_dir.parent / "serve.log"
+    log = folder / "serve.log"
     command = [sys.executable, "-m", "modhub", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--examples", str(EXAMPLES)],
+        [*command, "--examples", str(examples)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -70,13 +69,19 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
             raise RuntimeError(f"modhub serve exited: {server.output()}")
         try:
             if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                break
+                return server
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             stop_server(server)
             raise RuntimeError(f"modhub serve did not answer in 60 s: {server.output()}")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Yield `modhub serve --examples examples/modules` (see serve_examples)."""
+    server = serve_examples(tmp_path_factory.mktemp("console"), EXAMPLES)
     yield server
     stop_server(server)
 

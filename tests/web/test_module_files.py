@@ -36,6 +36,9 @@ def root_page_module(services: Services, tmp_path: Path) -> str:
     (folder / "strings.json").write_text('{"hello": "Hello"}')
     (folder / ".env").write_text("TOKEN=not-for-browsers\n")
     (folder / "style.css").write_text("body {}\n")
+    (folder / "page.html").write_text("<script>parent.steal(sessionStorage)</script>")
+    (folder / "page.xhtml").write_text("<html/>")
+    (folder / "icon.svg").write_text("<svg/>")
     (folder / "assets" / "logo.svg").write_text("<svg/>")  # below the root: not UI folder
     services.lifecycle.add_bundle(folder, actor="test")
     services.lifecycle.set_status("ui-root", Status.ENABLED, actor="test")
@@ -48,8 +51,8 @@ def root_page_module(services: Services, tmp_path: Path) -> str:
     [
         ("Page.js", "text/javascript"),
         ("helpers.js", "text/javascript"),
-        ("strings.json", "application/json"),
         ("style.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
     ],
 )
 def test_web_assets_of_the_ui_folder_are_served(
@@ -60,10 +63,25 @@ def test_web_assets_of_the_ui_folder_are_served(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith(content_type)
     assert response.headers["x-content-type-options"] == "nosniff"
+    # Imported by the page's opaque-origin frame; opened as a document, inert.
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["content-security-policy"].startswith("sandbox; default-src 'none'")
 
 
 @pytest.mark.parametrize(
-    "path", ["main.py", "module.json", ".env", "MAIN.PY", "missing.js", "assets/logo.svg"]
+    "path",
+    [
+        "main.py",
+        "module.json",
+        ".env",
+        "MAIN.PY",
+        "missing.js",
+        "assets/logo.svg",
+        "page.html",
+        "PAGE.HTML",
+        "page.xhtml",
+        "strings.json",
+    ],
 )
 def test_code_the_manifest_and_hidden_files_are_never_served(
     client: TestClient, root_page_module: str, path: str
@@ -83,3 +101,22 @@ def test_nothing_is_served_once_the_module_is_disabled(
     services.lifecycle.set_status("ui-root", Status.DISABLED, actor="test")
 
     assert client.get(f"{root_page_module}/Page.js").status_code == 404
+
+
+def test_the_console_sends_its_content_security_policy(client: TestClient) -> None:
+    policy = client.get("/modules").headers["content-security-policy"]
+
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "object-src 'none'" in policy
+    assert "'unsafe-inline'" not in policy
+
+
+def test_the_page_frame_is_an_opaque_origin_without_network(client: TestClient) -> None:
+    response = client.get("/ui/page-frame")
+
+    policy = response.headers["content-security-policy"]
+    assert response.headers["content-type"].startswith("text/html")
+    assert policy.startswith("sandbox allow-scripts allow-forms;")
+    assert "allow-same-origin" not in policy
+    assert "connect-src 'none'" in policy

@@ -1,7 +1,9 @@
 """Serve the console, the navigation of enabled modules, and their page components.
 
 A module's component files are served only while it is ENABLED, only from the folders
-its declared pages live in, and only as files that exist in its installed code.
+its declared pages live in, and only as files that exist in its installed code. A module's
+page runs in a sandboxed frame (`/ui/page-frame`, an opaque origin): it never sees the
+console's token, and reaches its own routes only through the console's bridge.
 """
 
 from __future__ import annotations
@@ -22,20 +24,47 @@ from modhub.registry import Status
 from modhub.registry.types import Shape
 
 STATIC = Path(__file__).parent / "static"
-CONTENT_TYPES = {
+# What a module's UI folder may serve: scripts, styles, images and fonts. Never a document
+# (.html, .xml) that the browser would open on the console's origin, nor data (.json).
+MODULE_TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
     ".css": "text/css",
-    ".json": "application/json",
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
     ".gif": "image/gif",
     ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".ico": "image/x-icon",
+    ".woff": "font/woff",
     ".woff2": "font/woff2",
-    ".map": "application/json",
-    ".html": "text/html",
+}
+# The console: its own scripts and styles only; module pages only in frames of its origin;
+# never framed itself.
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; frame-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# The document a module page runs in: an opaque origin (sandbox without allow-same-origin),
+# even when opened at the top, so its scripts cannot read the console's storage or DOM; no
+# network of its own (connect-src 'none'): its one way to the API is the console's bridge.
+FRAME_CSP = (
+    "sandbox allow-scripts allow-forms; default-src 'none'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+    "media-src 'self' data: blob:; connect-src 'none'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'self'"
+)
+# A module file: public (served without a token) and imported by the opaque-origin frame
+# (CORS from origin null); opened as a document (an SVG), it is an inert sandbox.
+MODULE_FILE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Access-Control-Allow-Origin": "*",
+    "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'",
+    "Cross-Origin-Resource-Policy": "cross-origin",
 }
 Caller = Annotated[Principal, Depends(authenticated)]
 
@@ -120,18 +149,17 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
     if not target.is_relative_to(root) or not target.is_file():
         raise NotFound(f"module '{name}' has no UI file '{file_path}'")
     return FileResponse(
-        target,
-        media_type=_content_type(target),
-        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        target, media_type=MODULE_TYPES[target.suffix.lower()], headers=MODULE_FILE_HEADERS
     )
 
 
 def _servable(relative: PurePosixPath) -> bool:
-    """Whether a file may be served to the browser: a web asset, never the manifest, module
-    code or a hidden file. (A page component at the module root puts the whole root in its
-    UI folder, next to handlers and module.json; these files are served without a token.)"""
+    """Whether a file may be served to the browser: a script, style, image or font, never a
+    document, the manifest, module code or a hidden file. (A page component at the module
+    root puts the whole root in its UI folder, next to handlers and module.json; these files
+    are served without a token.)"""
     return (
-        relative.suffix.lower() in CONTENT_TYPES
+        relative.suffix.lower() in MODULE_TYPES
         and relative.name != MANIFEST_FILE
         and not any(part.startswith(".") for part in relative.parts)
     )
@@ -139,12 +167,34 @@ def _servable(relative: PurePosixPath) -> bool:
 
 PAGES = ("/", "/login", "/modules", "/modules/{name}", "/m/{rest:path}")
 ASSETS = ("/{name}.js", "/{name}.css", "/views/{name}.js")
+PAGE_FRAME = "/ui/page-frame"
 
 
 def console_page() -> Response:
     """Serve index.html: the console's router takes the path from there."""
     return FileResponse(
-        STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+        STATIC / "index.html",
+        media_type="text/html",
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": CONSOLE_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+def page_frame() -> Response:
+    """Serve the document a module's page runs in (static/page-frame.html), sandboxed."""
+    return FileResponse(
+        STATIC / "page-frame.html",
+        media_type="text/html",
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": FRAME_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
     )
 
 
@@ -157,7 +207,9 @@ def console_asset(request: Request) -> Response:
     # Revalidated on every load (ETag): after an upgrade, no module of the console
     # may come from the browser's heuristic cache while index.html is new.
     return FileResponse(
-        target, media_type=_content_type(target), headers={"Cache-Control": "no-cache"}
+        target,
+        media_type=_content_type(target),
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -166,11 +218,12 @@ for _path in PAGES:
     console_router.add_api_route(_path, console_page, methods=["GET"])
 for _path in ASSETS:
     console_router.add_api_route(_path, console_asset, methods=["GET"])
+console_router.add_api_route(PAGE_FRAME, page_frame, methods=["GET"])
 
 
 def _content_type(path: Path) -> str:
     return (
-        CONTENT_TYPES.get(path.suffix)
+        MODULE_TYPES.get(path.suffix)
         or mimetypes.guess_type(path.name)[0]
         or "application/octet-stream"
     )

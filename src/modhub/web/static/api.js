@@ -176,23 +176,8 @@ export function uploadBundle(file, onProgress) {
   });
 }
 
-/**
- * The fetch given to a module's page: it carries the user's token to this server only.
- * URLs without a leading "/" or a scheme are relative to the module's API base.
- */
-export function moduleFetch(apiBase) {
-  const base = new URL(`${apiBase.replace(/\/$/, "")}/`, location.origin);
-  return async (input, init = {}) => {
-    const target = input instanceof Request ? input : new URL(String(input), base).href;
-    const outgoing = new Request(target, init);
-    const sameOrigin = new URL(outgoing.url).origin === location.origin;
-    const token = session.token;
-    if (token && sameOrigin) outgoing.headers.set("Authorization", `Bearer ${token}`);
-    const response = await fetch(outgoing);
-    if (response.status === 401 && sameOrigin) {
-      session.clear();
-      unauthorized();
-    }
-    return response;
-  };
+/** End the session after a 401 from a call made for a module's page. */
+export function unauthorizedAnswer() {
+  session.clear();
+  unauthorized();
 }

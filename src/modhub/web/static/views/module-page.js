@@ -1,11 +1,12 @@
-// The host of a module's page (/m/<module><path>): import its component only now,
-// mount it with a small context, unmount it when the user navigates away.
+// The host of a module's page (/m/<module><path>): the page runs in a sandboxed frame
+// (an opaque origin, see page-bridge.js), which imports its component only now and mounts
+// it with a small context; it is unmounted when the user navigates away.
 
-import { moduleFetch } from "../api.js";
-import { errorBox, h, replace } from "../dom.js";
+import { h, replace } from "../dom.js";
 import { state } from "../navigation.js";
+import { connectPage } from "../page-bridge.js";
 
-export async function render(container, { module, path }, signal) {
+export async function render(container, { module, path }) {
   const pagePath = path || "/";
   const entry = state.navigation.find((e) => e.module === module && e.path === pagePath);
   if (!entry) {
@@ -23,11 +24,16 @@ export async function render(container, { module, path }, signal) {
     return null;
   }
   document.title = `${entry.title} · modhub`;
-  const mountPoint = h(
-    "div",
-    { class: "module-mount", dataset: { module: entry.module } },
-    h("p", { class: "muted", text: "Loading…" }),
-  );
+  // No allow-same-origin: the frame is an opaque origin, whatever its document says.
+  const frame = h("iframe", {
+    class: "module-frame",
+    src: "/ui/page-frame",
+    sandbox: "allow-scripts allow-forms",
+    title: entry.title,
+    referrerpolicy: "same-origin",
+    dataset: { module: entry.module },
+  });
+  const close = connectPage(frame, entry, state.user);
   replace(
     container,
     h(
@@ -45,39 +51,7 @@ export async function render(container, { module, path }, signal) {
         ),
       ),
     ),
-    h("div", { class: "card module-page" }, mountPoint),
+    h("div", { class: "card module-page" }, frame),
   );
-
-  let component;
-  try {
-    component = await import(entry.componentUrl);
-  } catch (error) {
-    replace(mountPoint, errorBox(error, `Could not load the page of ${entry.module}`));
-    return null;
-  }
-  if (signal.aborted) return null;
-  if (typeof component.mount !== "function") {
-    replace(
-      mountPoint,
-      errorBox(new Error(`${entry.componentUrl} exports no mount()`), "Not a page component"),
-    );
-    return null;
-  }
-  const context = Object.freeze({
-    apiBase: entry.apiBase,
-    fetch: moduleFetch(entry.apiBase),
-    user: state.user
-      ? { username: state.user.username, role: state.user.role, permissions: [...state.user.permissions] }
-      : null,
-    module: entry.module,
-  });
-  try {
-    await component.mount(mountPoint, context);
-  } catch (error) {
-    replace(mountPoint, errorBox(error, `The page of ${entry.module} failed`));
-    return null;
-  }
-  return async () => {
-    if (typeof component.unmount === "function") await component.unmount(mountPoint);
-  };
+  return close;
 }
