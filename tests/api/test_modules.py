@@ -807,6 +807,39 @@ def test_validate_the_seeds_example_warns_about_its_typescript_handler(
     assert all(set(w) == {"path", "code", "message"} for w in body["warnings"])
 
 
+REDOS = {"type": "string", "validation": {"pattern": "^(a+)+$"}}
+REDOS_INPUT = "a" * 64 + "!"  # about 2**64 steps for a backtracking engine: never ends
+
+
+def test_a_viewer_cannot_freeze_the_server_with_a_pattern(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    data = manifest("redos", config={"schema": {"name": {**REDOS, "default": REDOS_INPUT}}})
+
+    response = client.post(
+        f"{API}/modules/validate", json={"manifest": data}, headers=bearer(tokens["viewer"])
+    )
+
+    assert response.status_code == 200, response.text
+    assert error_paths(response.json()) == ["/config/schema/name/default"]
+
+
+def test_a_config_value_is_matched_in_linear_time(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    register(client, tokens["admin"], manifest("redos", config={"schema": {"name": REDOS}}))
+
+    response = client.put(
+        f"{API}/modules/redos/config",
+        json={"config": {"name": REDOS_INPUT}},
+        headers=bearer(tokens["operator"]),
+    )
+
+    problem = assert_problem(response, 422)
+    assert [e["path"] for e in problem["errors"]] == ["/config/name"]
+    assert "must match the pattern" in problem["errors"][0]["message"]
+
+
 def test_validate_an_invalid_manifest_is_200_with_errors(
     client: TestClient, admin: dict[str, str]
 ) -> None:

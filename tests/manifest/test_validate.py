@@ -753,6 +753,30 @@ def test_a_pattern_that_does_not_compile_is_refused() -> None:
     assert_mentions(issue, "'[a-'", "does not compile")
 
 
+@pytest.mark.parametrize("pattern", ["(a)\\1", "^(?=a)a$", "(?<!x)y", "a++"])
+def test_a_pattern_that_needs_backtracking_is_refused(pattern: str) -> None:
+    # RE2 matches in linear time because it has no backreferences or lookaround.
+    result = validate_manifest(
+        with_config({"host": {"type": "string", "validation": {"pattern": pattern}}})
+    )
+
+    issue = only_error(result, "/config/schema/host/validation/pattern", "invalid_pattern")
+    assert_mentions(issue, "RE2")
+
+
+def test_a_catastrophic_pattern_checks_its_default_in_linear_time() -> None:
+    # With a backtracking engine this default takes about 2**64 steps: it never ends.
+    pattern, default = "^(a+)+$", "a" * 64 + "!"
+    result = validate_manifest(
+        with_config(
+            {"name": {"type": "string", "default": default, "validation": {"pattern": pattern}}}
+        )
+    )
+
+    issue = only_error(result, "/config/schema/name/default", "invalid_default")
+    assert_mentions(issue, "must match the pattern")
+
+
 @pytest.mark.parametrize("spec", [{"type": "select"}, {"type": "select", "options": []}])
 def test_a_select_without_options_is_refused(spec: dict[str, Any]) -> None:
     result = validate_manifest(with_config({"mode": spec}))

@@ -6,13 +6,14 @@ that a manifest with shape errors still gets every other problem reported.
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import re2
 from pydantic import BaseModel, ValidationError
 
 from modhub.manifest import formats
@@ -320,22 +321,40 @@ def _bounds_problem(spec: ConfigField, value: Any) -> str | None:
 
 def _matches(pattern: str, value: str) -> bool:
     try:
-        return re.search(pattern, value) is not None
-    except re.error:
+        return compile_pattern(pattern).search(value) is not None
+    except re2.error:
         return True  # the pattern itself is reported as invalid_pattern
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> Any:
+    """Compile a manifest's config pattern with RE2, whose matching time is linear in the
+    input: a pattern from a module can never make the server backtrack for seconds."""
+    options = re2.Options()
+    options.log_errors = False  # the error is reported to the author, not to stderr
+    return re2.compile(pattern, options)
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    try:
+        compile_pattern(pattern)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return (
+            f"pattern '{pattern}' does not compile with RE2: {reason} (patterns use RE2 "
+            "syntax, without backreferences or lookaround, so that matching takes linear time)"
+        )
+    return None
 
 
 def _check_field(findings: Findings, where: Location, spec: ConfigField) -> None:
     rules = spec.validation
     if rules is not None and rules.pattern is not None:
-        try:
-            re.compile(rules.pattern)
-        except re.error as exc:
-            findings.error(
-                (*where, "validation", "pattern"),
-                "invalid_pattern",
-                f"pattern '{rules.pattern}' does not compile: {exc}",
-            )
+        problem = _pattern_problem(rules.pattern)
+        if problem is not None:
+            findings.error((*where, "validation", "pattern"), "invalid_pattern", problem)
     numeric = spec.type in ("number", "integer")
     textual = spec.type in ("string", "password")
     if spec.type == "select":
