@@ -42,7 +42,8 @@ class RouteSync:
         self._fingerprint = self.registry.fingerprint()
         # Built under the writers' lock: a reload that read the registry before a change
         # cannot swap in after the listener that saw the change.
-        table = self.holder.update(lambda _old: load_table(self.registry, self.runtime_for))
+        # UPDATING modules keep their old version's routes, as `refresh_module` does.
+        table = self.holder.update(lambda old: load_table(self.registry, self.runtime_for, old))
         self.retire(_served(table))
         return table
 

@@ -316,8 +316,15 @@ def _missing(module: str, handler: str, runtime: ModuleRuntime | None) -> str | 
 # -- keeping the table in step with the registry -----------------------------------------------
 
 
-def load_table(registry: Registry, runtime_for: RuntimeFor) -> RouteTable:
-    """Return a table of every ENABLED module in the registry (used at start-up)."""
+def load_table(
+    registry: Registry, runtime_for: RuntimeFor, current: RouteTable | None = None
+) -> RouteTable:
+    """Return a table of every ENABLED module in the registry (at start-up, and when
+    another process changed the registry).
+
+    A module UPDATING keeps what `current` serves of it: its old version answers until
+    the upgrade switches versions (an upgrade of a DISABLED module serves nothing).
+    """
     modules: list[ModuleRoutes] = []
     offset = 0
     while True:
@@ -328,7 +335,20 @@ def load_table(registry: Registry, runtime_for: RuntimeFor) -> RouteTable:
                 modules.append(routes)
         offset += len(page.items)
         if not page.items or offset >= page.total:
-            return RouteTable(modules)
+            break
+    if current:
+        modules += [current[name] for name in _updating(registry) if name in current]
+    return RouteTable(modules)
+
+
+def _updating(registry: Registry) -> list[str]:
+    """Return the names of the modules being upgraded."""
+    names: list[str] = []
+    while True:
+        page = registry.list_modules(status=Status.UPDATING, limit=500, offset=len(names))
+        names += [summary.name for summary in page.items]
+        if not page.items or len(names) >= page.total:
+            return names
 
 
 def refresh_module(
