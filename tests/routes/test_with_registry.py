@@ -240,3 +240,33 @@ def test_upgrade_keeps_serving_until_it_switches_versions(platform: Platform) ->
     platform.refresh("coded-vmware")
     assert platform.get("/coded-vmware/health").status_code == 200
     assert platform.wired.pool.calls[-1].runtime.version == "2.0.0"
+
+
+def test_a_full_reload_keeps_an_updating_module_as_it_was_served(platform: Platform) -> None:
+    """The poller's reload (another process changed the registry) rebuilds the whole table:
+    a module UPDATING keeps the routes it had, and one that was not served stays unserved."""
+    registry = platform.services.registry
+    for name in ("coded-served", "coded-idle"):
+        registry.register(
+            {
+                "name": name,
+                "version": "1.0.0",
+                "displayName": name,
+                "capabilities": {
+                    "api": {"routes": [{"method": "GET", "path": "/ping", "handler": "h.py"}]}
+                },
+            },
+            actor="test",
+        )
+        registry.transition(name, Status.INSTALLING, actor="test")
+        registry.transition(name, Status.DISABLED, actor="test")
+    registry.set_status("coded-served", Status.ENABLED, actor="test")
+    served = load_table(registry, platform.runtime_for)
+    for name in ("coded-served", "coded-idle"):
+        registry.transition(name, Status.UPDATING, actor="test")
+
+    table = load_table(registry, platform.runtime_for, served)
+
+    assert list(table) == ["coded-served"]
+    assert table["coded-served"] is served["coded-served"]  # the old version, its worker kept
+    assert list(load_table(registry, platform.runtime_for)) == []  # a start-up knows none
