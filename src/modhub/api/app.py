@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
+from modhub.api.redirects import RelativeRedirects
 from modhub.api.routers import auth, jobs, lifecycle, modules, system, tokens
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(ui_api_router, prefix=API_PREFIX)
     app.include_router(console_router)  # last: its catch-all serves the console
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RelativeRedirects)  # never a redirect to the Host header's name
     return app
