@@ -431,6 +431,25 @@ def test_retire_soon_lets_the_old_version_finish(sandbox: Sandbox) -> None:
     with_pool(sandbox, body)
 
 
+def test_a_retiring_worker_answers_the_requests_waiting_for_its_slots(sandbox: Sandbox) -> None:
+    # One slot: one request runs, two wait for the slot when the upgrade retires v1.
+    v1 = sandbox.runtime("queued", "1.0.0", max_concurrency=1)
+
+    async def body(pool: WorkerPool) -> None:
+        await answer_json(pool, v1, OK)
+        calls = [
+            asyncio.create_task(answer_json(pool, v1, f"{ATTACKS}:sleepy", query={"seconds": "1"}))
+            for _ in range(3)
+        ]
+        await wait_until(lambda: pool.workers[v1.key].waiting == 2, 5, "two requests to queue")
+        await asyncio.to_thread(pool.retire_soon, {"queued": "2.0.0"})
+        answers = await asyncio.gather(*calls)
+        assert [answer["slept"] for answer in answers] == [1.0, 1.0, 1.0]
+        assert pool.stats()["failures"] == {}
+
+    with_pool(sandbox, body)
+
+
 class RssPeak:
     """Samples this process's resident memory in a thread; `growth` is peak minus start."""
 

@@ -62,6 +62,7 @@ class Worker:
     process: asyncio.subprocess.Process
     slots: asyncio.Semaphore
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    waiting: int = 0  # requests that chose this worker and wait for one of its slots
     last_used: float = field(default_factory=time.monotonic)
     retiring: bool = False
     failed: bool = False
@@ -70,8 +71,8 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        """Return whether a request is in flight."""
-        return bool(self.pending)
+        """Return whether a request is in flight or waiting for a slot."""
+        return bool(self.pending) or self.waiting > 0
 
 
 @dataclass
@@ -119,7 +120,12 @@ class WorkerPool:
         self._loop = asyncio.get_running_loop()
         limit = timeout_ms or runtime.timeout_ms
         worker = await self._worker(runtime)
-        async with worker.slots:
+        worker.waiting += 1  # a retiring worker is kept until this request is answered
+        try:
+            await worker.slots.acquire()
+        finally:
+            worker.waiting -= 1
+        try:
             self._next_id += 1
             request_id = self._next_id
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -149,6 +155,8 @@ class WorkerPool:
             finally:
                 worker.pending.pop(request_id, None)
                 worker.last_used = time.monotonic()
+        finally:
+            worker.slots.release()
         return _decode(runtime, handler, answer)
 
     def _send(self, worker: Worker, message: dict[str, Any]) -> None:
@@ -292,7 +300,7 @@ class WorkerPool:
         worker.retiring = True
         if self.workers.get(worker.runtime.key) is worker:
             del self.workers[worker.runtime.key]
-        while worker.pending:
+        while worker.busy:
             await asyncio.sleep(0.01)
         await _kill(worker)
 
