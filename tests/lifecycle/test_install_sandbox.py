@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from modhub.lifecycle.environment import (
+    LOG_TAIL_BYTES,
+    MAX_LINE_BYTES,
     READY_MARK,
     InstallError,
     PackageIndex,
@@ -166,3 +168,36 @@ def test_a_failed_sandboxed_install_leaves_no_environment(tmp_path: Path) -> Non
     assert not env.exists()
     with contextlib.suppress(FileNotFoundError):
         assert not any((tmp_path / "data" / "envs" / "broken").iterdir())
+
+
+def test_a_build_steps_output_and_memory_are_bounded(tmp_path: Path) -> None:
+    step = """
+import sys
+sys.stderr.write("x" * (20 * 1024 * 1024) + "\\n")
+for i in range(50_000):
+    print("line", i, file=sys.stderr)
+try:
+    hog = bytearray(8 * 1024 * 1024 * 1024)
+    report["hog"] = "allocated"
+except MemoryError:
+    raise SystemExit("the build step could not take 8 GiB")
+"""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    build_sdist(folder, "mh-loud", "1.0", step)
+    lines: list[str] = []
+    with pytest.raises(InstallError) as raised:
+        create_env(
+            tmp_path / "data" / "envs" / "loud" / "1.0.0",
+            ["mh-loud==1.0"],
+            index=PackageIndex(find_links=(str(folder),), offline=True),
+            cache_dir=tmp_path / "data" / "cache" / "uv" / "loud",
+            owner=owner(),
+            source_builds=True,
+            log=lines.append,
+        )
+    assert "could not take 8 GiB" in raised.value.log
+    assert len(raised.value.log.encode()) <= LOG_TAIL_BYTES
+    assert lines, "uv reported the failed build"
+    assert max(len(line.encode()) for line in lines) <= MAX_LINE_BYTES + 64
+    assert any("[truncated" in line for line in lines)

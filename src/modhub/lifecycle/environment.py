@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import json
 import os
 import re
@@ -36,9 +37,12 @@ from packaging.utils import canonicalize_name
 from modhub.errors import ModhubError
 from modhub.manifest.formats import requirement_problem
 from modhub.sandbox import launch
+from modhub.sandbox.output import read_lines_sync
 
 LOG_TAIL_BYTES = 4096
 """The most of uv's output an InstallError carries in `extra["log"]`."""
+MAX_LINE_BYTES = 4096
+"""Longer lines of an install's output are cut (a build step's output is the module's)."""
 
 _PASSED_VARIABLES = frozenset(
     {
@@ -144,6 +148,7 @@ READY_MARK = ".modhub-ready"
 """Written into an environment once it is complete: one without it is a leftover."""
 
 INSTALL_TASKS = 512  # processes and threads of one install (uv is multi-threaded)
+INSTALL_MEMORY_MB = 4096  # address space of each process of an install (uv and a build step)
 
 
 def env_ready(path: Path) -> bool:
@@ -258,7 +263,7 @@ class _InstallBox:
         """Return `command` run as the module's uid, in bubblewrap where installed."""
         prefix = [
             *launch.limits_argv(
-                memory_mb=None,
+                memory_mb=INSTALL_MEMORY_MB,
                 cpu_seconds=max(1, int(timeout)),
                 nofile=4096,
                 nproc=INSTALL_TASKS if self.uid > 0 else None,
@@ -354,9 +359,6 @@ class _Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
             start_new_session=True,  # a timeout kills uv and any build backend it started
         )
         expired = threading.Event()
@@ -369,9 +371,9 @@ class _Runner:
         timer.daemon = True
         timer.start()
         try:
-            assert process.stdout is not None
-            for raw in process.stdout:
-                line = raw.rstrip("\r\n")
+            assert isinstance(process.stdout, io.BufferedIOBase)
+            # A build step prints what its author likes: lines are cut as they are read.
+            for line in read_lines_sync(process.stdout, MAX_LINE_BYTES):
                 self.lines.append(line)
                 self.log(line)
             returncode = process.wait()
@@ -397,7 +399,7 @@ class _Runner:
         )
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import logging
 import threading
 import time
@@ -43,32 +44,62 @@ def _text(kept: bytearray, dropped: int) -> str:
     return f"{line} … [truncated {dropped} bytes]" if dropped else line
 
 
-async def read_lines(stream: asyncio.StreamReader, max_line_bytes: int) -> AsyncIterator[str]:
-    """Yield the stream's lines, each cut to `max_line_bytes` with a truncation mark.
+class LineCutter:
+    """Splits a byte stream fed in chunks into lines cut to `max_line_bytes`, with a mark.
 
-    The stream is read in chunks and the part of a line past the bound is dropped as it
-    arrives: a line of any length costs at most one chunk plus `max_line_bytes`.
+    The part of a line past the bound is dropped as it arrives: a line of any length
+    costs at most one chunk plus `max_line_bytes`.
     """
-    kept = bytearray()
-    dropped = 0
-    while chunk := await stream.read(READ_CHUNK):
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.kept = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Return the lines that `chunk` completes."""
+        lines: list[str] = []
         start = 0
         while True:
             end = chunk.find(b"\n", start)
             stop = len(chunk) if end < 0 else end
-            room = max_line_bytes - len(kept)
+            room = self.max_line_bytes - len(self.kept)
             if stop - start > room:
-                kept += chunk[start : start + room]
-                dropped += stop - start - room
+                self.kept += chunk[start : start + room]
+                self.dropped += stop - start - room
             else:
-                kept += chunk[start:stop]
+                self.kept += chunk[start:stop]
             if end < 0:
-                break
-            yield _text(kept, dropped)
-            kept, dropped = bytearray(), 0
+                return lines
+            lines.append(_text(self.kept, self.dropped))
+            self.kept, self.dropped = bytearray(), 0
             start = end + 1
-    if kept or dropped:
-        yield _text(kept, dropped)
+
+    def flush(self) -> list[str]:
+        """Return the last line, when the stream did not end with a newline."""
+        if not (self.kept or self.dropped):
+            return []
+        line = _text(self.kept, self.dropped)
+        self.kept, self.dropped = bytearray(), 0
+        return [line]
+
+
+async def read_lines(stream: asyncio.StreamReader, max_line_bytes: int) -> AsyncIterator[str]:
+    """Yield the stream's lines, each cut to `max_line_bytes` with a truncation mark."""
+    cutter = LineCutter(max_line_bytes)
+    while chunk := await stream.read(READ_CHUNK):
+        for line in cutter.feed(chunk):
+            yield line
+    for line in cutter.flush():
+        yield line
+
+
+def read_lines_sync(stream: io.BufferedIOBase, max_line_bytes: int) -> Iterator[str]:
+    """Yield a blocking binary stream's lines, each cut to `max_line_bytes`, as above."""
+    cutter = LineCutter(max_line_bytes)
+    while chunk := stream.read1(READ_CHUNK):
+        yield from cutter.feed(chunk)
+    yield from cutter.flush()
 
 
 def clip(line: str, max_bytes: int) -> str:
