@@ -51,7 +51,11 @@ class Services:
                 "the database schema is not up to date: run `modhub db upgrade` first"
             )
         secret = settings.resolved_secret_key()
-        registry = Registry(db, SecretBox(secret))
+        registry = Registry(
+            db,
+            SecretBox(secret),
+            allow_direct_references=settings.pip_allow_direct_references,
+        )
         operations = Operations(db, failpoint=settings.failpoint)
         lifecycle = Lifecycle(registry, operations, settings)
         recovered = recover(lifecycle)

@@ -7,8 +7,8 @@ import secrets
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from sqlalchemy.engine import make_url
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from modhub.errors import ConfigurationError
 
@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     pip_offline: bool = False
     pip_allow_source_builds: bool = Field(
         default=False, description="Let installs build source packages (in the sandbox)"
+    )
+    pip_allow_direct_references: bool = Field(
+        default=False,
+        description="Accept `x @ https://…` and VCS requirements in manifests (never local paths)",
     )
     max_module_memory_mb: int = Field(default=1024, ge=32, le=65_536)
     max_module_timeout_ms: int = Field(default=300_000, ge=1, le=600_000)

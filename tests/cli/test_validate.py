@@ -237,3 +237,67 @@ def test_a_manifest_naming_the_printed_schema_validates(runner: CliRunner, tmp_p
 
     assert code == 0
     assert result["valid"] is True
+
+
+# --- the server's limits and settings --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path"),
+    [("author", "a" * 201, "/author"), ("license", "l" * 101, "/license")],
+)
+def test_values_longer_than_the_server_stores_are_refused(
+    runner: CliRunner, tmp_path: Path, field: str, value: str, path: str
+) -> None:
+    code, result = json_result(runner, write(tmp_path, {**VALID, field: value}))
+
+    assert code == 1
+    assert [(e["path"], e["code"]) for e in result["errors"]] == [(path, "too_long")]
+
+
+def test_values_as_long_as_the_server_stores_are_valid(runner: CliRunner, tmp_path: Path) -> None:
+    document = {**VALID, "author": "a" * 200, "license": "l" * 100}
+
+    assert json_result(runner, write(tmp_path, document)) == (
+        0,
+        {"valid": True, "errors": [], "warnings": []},
+    )
+
+
+DIRECT = {**VALID, "dependencies": {"python": ["x @ https://example.org/x-1.0-py3-none-any.whl"]}}
+LOCAL = {**VALID, "dependencies": {"python": ["x @ FILE:///tmp/x-1.0-py3-none-any.whl"]}}
+
+
+def test_direct_references_are_refused_as_the_server_refuses_them(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODHUB_PIP_ALLOW_DIRECT_REFERENCES", raising=False)
+
+    code, result = json_result(runner, write(tmp_path, DIRECT))
+
+    assert code == 1
+    assert [(e["path"], e["code"]) for e in result["errors"]] == [
+        ("/dependencies/python/0", "direct_reference")
+    ]
+
+
+def test_direct_references_follow_the_servers_setting(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODHUB_PIP_ALLOW_DIRECT_REFERENCES", "true")
+
+    assert json_result(runner, write(tmp_path, DIRECT))[0] == 0
+    code, result = json_result(runner, write(tmp_path, LOCAL))  # local: never
+    assert code == 1
+    assert [e["code"] for e in result["errors"]] == ["local_requirement"]
+
+
+def test_an_invalid_setting_is_named(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODHUB_PIP_ALLOW_DIRECT_REFERENCES", "perhaps")
+
+    outcome = runner.invoke(app, ["validate", str(write(tmp_path, VALID))])
+
+    assert outcome.exit_code == 2
+    assert "MODHUB_PIP_ALLOW_DIRECT_REFERENCES" in words(outcome.stderr)

@@ -36,6 +36,8 @@ KNOWN = {
     "handler_not_found",
     "component_not_found",
     "handler_not_python",
+    "local_requirement",
+    "foreign_permission",
 }
 
 
@@ -48,8 +50,7 @@ def emitted_codes() -> tuple[dict[str, str], set[tuple[str, str, str]]]:
     codes: dict[str, str] = {}
     unresolved: set[tuple[str, str, str]] = set()
     for file in sorted(SOURCE.glob("*.py")):
-        tree = ast.parse(file.read_text("utf-8"), str(file))
-        functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+        functions = _functions(file.stem)
         for function in functions.values():
             for expr in _code_arguments(function):
                 found = _resolve(expr, function, functions)
@@ -58,6 +59,15 @@ def emitted_codes() -> tuple[dict[str, str], set[tuple[str, str, str]]]:
                 for code in found or ():
                     codes.setdefault(code, f"{file.name}:{expr.lineno}")
     return codes, unresolved
+
+
+def _functions(module: str) -> dict[str, ast.FunctionDef]:
+    """Return the functions of `modhub/manifest/<module>.py` by name (empty if none)."""
+    file = SOURCE / f"{module}.py"
+    if not file.is_file():
+        return {}
+    tree = ast.parse(file.read_text("utf-8"), str(file))
+    return {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
 
 
 def _code_arguments(function: ast.FunctionDef) -> Iterator[ast.expr]:
@@ -104,14 +114,28 @@ def _resolve_item(
     """Return the strings `expr` (or its element `index`, for a tuple) can be."""
     if index is None and isinstance(expr, ast.Constant) and isinstance(expr.value, str):
         return {expr.value}
+    if isinstance(expr, ast.Constant) and expr.value is None:
+        return set()  # `return None`: no code
     if index is not None and isinstance(expr, ast.Tuple):
         return _resolve_item(expr.elts[index], None, function, functions)
     if isinstance(expr, ast.IfExp):
         body = _resolve_item(expr.body, index, function, functions)
         orelse = _resolve_item(expr.orelse, index, function, functions)
         return None if body is None or orelse is None else body | orelse
-    if index is None and isinstance(expr, ast.Name):
-        return _resolve_name(expr.id, function, functions)
+    if isinstance(expr, ast.Name):
+        return _resolve_name(expr.id, function, functions, index)
+    if (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and isinstance(expr.func.value, ast.Name)
+    ):
+        # `formats.requirement_issue(...)`: a function of a sibling module
+        return _resolve_item(
+            ast.Call(func=ast.Name(id=expr.func.attr), args=[], keywords=[]),
+            index,
+            function,
+            _functions(expr.func.value.id),
+        )
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
         callee = functions.get(expr.func.id)
         if callee is None:
@@ -130,9 +154,12 @@ def _resolve_item(
 
 
 def _resolve_name(
-    name: str, function: ast.FunctionDef, functions: dict[str, ast.FunctionDef]
+    name: str,
+    function: ast.FunctionDef,
+    functions: dict[str, ast.FunctionDef],
+    outer: int | None = None,
 ) -> set[str] | None:
-    """Return the strings a local variable is assigned in `function`."""
+    """Return the strings a local variable (or its element `outer`) is assigned in `function`."""
     values: set[str] = set()
     assigned = False
     for node in ast.walk(function):
@@ -141,9 +168,11 @@ def _resolve_name(
         for target in node.targets:
             index: int | None = None
             if isinstance(target, ast.Name) and target.id == name:
-                pass
-            elif isinstance(target, ast.Tuple) and any(
-                isinstance(e, ast.Name) and e.id == name for e in target.elts
+                index = outer
+            elif (
+                outer is None
+                and isinstance(target, ast.Tuple)
+                and any(isinstance(e, ast.Name) and e.id == name for e in target.elts)
             ):
                 index = next(
                     k for k, e in enumerate(target.elts) if isinstance(e, ast.Name) and e.id == name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from importlib import resources
 from typing import Any
@@ -464,7 +465,27 @@ def _coherent_config(draw: st.DrawFn, keys: st.SearchStrategy[Any]) -> dict[str,
     return {"schema": schema, "defaults": defaults}
 
 
-manifests = Blocks(clean=False).manifest() | Blocks(clean=True).manifest()
+def _in_own_namespace(document: dict[str, Any]) -> dict[str, Any]:
+    """Return `document` with every permission's scope made the module's name, as a module
+    may declare only its own permissions (`vmware:read` becomes `my-module:read`)."""
+
+    def own(permissions: list[str]) -> list[str]:
+        return [f"{document['name']}:{p.split(':', 1)[1]}" for p in permissions]
+
+    document = copy.deepcopy(document)
+    if "permissions" in document:
+        document["permissions"] = own(document["permissions"])
+    capabilities = document.get("capabilities", {})
+    for item in [
+        *capabilities.get("api", {}).get("routes", []),
+        *capabilities.get("ui", {}).get("pages", []),
+    ]:
+        if "permissions" in item:
+            item["permissions"] = own(item["permissions"])
+    return document
+
+
+manifests = Blocks(clean=False).manifest() | Blocks(clean=True).manifest().map(_in_own_namespace)
 
 
 def _is_rich(document: dict[str, Any]) -> bool:

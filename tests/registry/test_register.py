@@ -213,16 +213,64 @@ def test_a_three_module_cycle_is_named_in_full(services: Services, registry: Reg
     assert snapshot(services.db) == before
 
 
-def test_a_new_version_is_checked_with_its_own_dependencies(registry: Registry) -> None:
-    # A new version is only stored; its dependencies count once it becomes the active one.
+def test_a_new_version_that_closes_a_cycle_is_refused(
+    services: Services, registry: Registry
+) -> None:
+    # Issue 3: "Registering a manifest that closes a dependency cycle is a 422 that names
+    # the cycle" - a new version of a known module too, not only at its upgrade.
     registry.register(manifest("beta"), actor=ACTOR)
     registry.register(manifest("alpha", deps={"beta": "^1.0.0"}), actor=ACTOR)
-    registry.register(manifest("beta", "2.0.0", deps={"alpha": "^1.0.0"}), actor=ACTOR)
+    before = snapshot(services.db)
+
+    with pytest.raises(DependencyCycle) as caught:
+        registry.register(manifest("beta", "2.0.0", deps={"alpha": "^1.0.0"}), actor=ACTOR)
+
+    assert caught.value.cycle == ["beta", "alpha", "beta"]
+    [error] = caught.value.errors or []
+    assert (error["path"], error["code"]) == ("/dependencies/modules/alpha", "dependency_cycle")
+    assert snapshot(services.db) == before
+    assert [v.version for v in registry.get("beta").versions] == ["1.0.0"]
+
+
+def test_a_new_version_closing_a_longer_cycle_is_named_in_full(registry: Registry) -> None:
+    registry.register(manifest("gamma"), actor=ACTOR)
+    registry.register(manifest("beta", deps={"gamma": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("alpha", deps={"beta": "^1.0.0"}), actor=ACTOR)
+
+    with pytest.raises(DependencyCycle) as caught:
+        registry.register(
+            manifest("gamma", "1.1.0", deps={"base": "^1.0.0", "alpha": "^1.0.0"}), actor=ACTOR
+        )
+
+    assert caught.value.cycle == ["gamma", "alpha", "beta", "gamma"]
+    assert "gamma → alpha → beta → gamma" in caught.value.detail
+
+
+def test_a_new_version_that_closes_no_cycle_is_stored(registry: Registry) -> None:
+    registry.register(manifest("beta"), actor=ACTOR)
+    registry.register(manifest("alpha", deps={"beta": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("base"), actor=ACTOR)
+
+    # beta drops nothing and adds base; alpha's new version keeps depending on beta
+    registry.register(manifest("beta", "1.1.0", deps={"base": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("alpha", "1.1.0", deps={"beta": "^1.1.0"}), actor=ACTOR)
+
+    assert [v.version for v in registry.get("beta").versions] == ["1.1.0", "1.0.0"]
+    assert [v.version for v in registry.get("alpha").versions] == ["1.1.0", "1.0.0"]
+
+
+def test_an_upgrade_still_refuses_a_cycle_the_graph_made_since(registry: Registry) -> None:
+    # beta 2.0.0 is registered when nothing depends on gamma; gamma arrives later, needing
+    # alpha; switching beta to 2.0.0 would then close beta -> gamma -> alpha -> beta.
+    registry.register(manifest("beta"), actor=ACTOR)
+    registry.register(manifest("alpha", deps={"beta": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("beta", "2.0.0", deps={"gamma": "^1.0.0"}), actor=ACTOR)
+    registry.register(manifest("gamma", deps={"alpha": "^1.0.0"}), actor=ACTOR)
 
     with pytest.raises(DependencyCycle) as caught:
         registry.switch_version("beta", "2.0.0", actor=ACTOR, status=Status.REGISTERED, config={})
 
-    assert caught.value.cycle == ["beta", "alpha", "beta"]
+    assert caught.value.cycle == ["beta", "gamma", "alpha", "beta"]
     assert registry.get("beta").version == "1.0.0"
 
 

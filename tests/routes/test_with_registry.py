@@ -74,8 +74,18 @@ def platform(services: Services, tokens: dict[str, str], tmp_path: Path) -> Iter
         yield Platform(services, wired, client, tokens, tmp_path / "runtimes")
 
 
+def coded(name: str) -> dict[str, Any]:
+    """Return the vmware manifest as module `name`, its permissions in the module's family
+    (`coded:read`): a module declares permissions only in its own namespace."""
+    data = vmware(name=name, dependencies={})
+    data["permissions"] = [p.replace("vmware:", "coded:") for p in data["permissions"]]
+    for route in data["capabilities"]["api"]["routes"]:
+        route["permissions"] = [p.replace("vmware:", "coded:") for p in route["permissions"]]
+    return data
+
+
 def coded_vmware() -> dict[str, Any]:
-    data = vmware(name="coded-vmware", dependencies={})
+    data = coded("coded-vmware")
     data["capabilities"]["api"]["routes"].append(
         {"method": "GET", "path": "/vms/:id", "handler": "handlers/get_vm.py:get"}
     )
@@ -113,8 +123,8 @@ def test_real_tokens_and_role_permissions(platform: Platform) -> None:
     assert platform.client.get(f"{M}/coded-vmware/vms").status_code == 401
     forbidden = platform.get("/coded-vmware/vms", "viewer")
     assert forbidden.status_code == 403
-    assert forbidden.json()["permission"] == "vmware:read"
-    platform.services.auth.grant("viewer", "vmware:read")
+    assert forbidden.json()["permission"] == "coded:read"
+    platform.services.auth.grant("viewer", "coded:read")
     assert platform.get("/coded-vmware/vms", "viewer").status_code == 200
     assert platform.get("/coded-vmware/vms/1", "viewer").status_code == 200  # no permission
 
@@ -175,7 +185,7 @@ def test_seed_module_without_code_answers_501(platform: Platform) -> None:
 
 def test_load_table_holds_only_enabled_modules(platform: Platform) -> None:
     enable(platform, coded_vmware(), VMWARE_CONFIG)
-    register(platform.client, platform.tokens["admin"], vmware(name="coded-idle", dependencies={}))
+    register(platform.client, platform.tokens["admin"], coded("coded-idle"))
     table = load_table(platform.services.registry, platform.runtime_for)
     assert list(table) == ["coded-vmware"]
     assert table["coded-vmware"].runtime is not None

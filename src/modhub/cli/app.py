@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from modhub import __version__
 from modhub.manifest import ValidationResult, validate_path
 from modhub.manifest.schema import render_schema
+from modhub.settings import Settings
 
 app = typer.Typer(
     name="modhub",
@@ -51,8 +53,12 @@ def validate(
     path: Annotated[Path, typer.Argument(help="A module.json file or a module folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Validate a manifest; exit 0 when valid, 1 when not."""
-    result = validate_path(path)
+    """Validate a manifest; exit 0 when valid, 1 when not.
+
+    As the server does: MODHUB_PIP_ALLOW_DIRECT_REFERENCES decides whether URL and VCS
+    requirements are accepted.
+    """
+    result = validate_path(path, allow_direct_references=_allow_direct_references())
     if as_json:
         typer.echo(json.dumps(result.public(), indent=2))
     else:
@@ -64,6 +70,18 @@ def validate(
 def schema() -> None:
     """Print the JSON Schema of module.json (for editors: name it in "$schema")."""
     typer.echo(render_schema(), nl=False)
+
+
+def _allow_direct_references() -> bool:
+    """Return MODHUB_PIP_ALLOW_DIRECT_REFERENCES, read from the environment as the server
+    reads it (an invalid value stops the command, naming the variable)."""
+    try:
+        return Settings().pip_allow_direct_references
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = "MODHUB_" + "_".join(str(p) for p in error["loc"]).upper()
+            err.print(f"[red]error[/]   {escape(name)}: {escape(error['msg'])}")
+        raise typer.Exit(2) from None
 
 
 def _print_result(path: Path, result: ValidationResult) -> None:

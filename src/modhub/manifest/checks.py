@@ -40,6 +40,7 @@ class View:
     pages: list[tuple[int, Page]] = field(default_factory=list)
     navigation: list[tuple[int, NavItem]] = field(default_factory=list)
     permissions: list[tuple[int, str]] = field(default_factory=list)
+    requirements: list[tuple[int, str]] = field(default_factory=list)
     config_fields: dict[str, ConfigField] = field(default_factory=dict)
     config_keys: set[str] = field(default_factory=set)
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +59,7 @@ class View:
             pages=list(enumerate(caps.ui.pages)),
             navigation=list(enumerate(caps.ui.navigation)),
             permissions=list(enumerate(manifest.permissions)),
+            requirements=list(enumerate(deps.python)),
             config_fields=dict(manifest.config.schema_),
             config_keys=set(manifest.config.schema_),
             defaults=dict(manifest.config.defaults),
@@ -87,6 +89,11 @@ class View:
                 (i, p)
                 for i, p in enumerate(_list(data, "permissions"))
                 if isinstance(p, str) and formats.PERMISSION.fullmatch(p)
+            ],
+            requirements=[
+                (i, r)
+                for i, r in enumerate(_list(data, "dependencies", "python"))
+                if isinstance(r, str)
             ],
             config_fields=fields,
             config_keys=set(_dict(config, "schema")),

@@ -9,6 +9,7 @@ import re
 import zoneinfo
 from functools import lru_cache
 from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from croniter import croniter
 from packaging.requirements import InvalidRequirement, Requirement
@@ -118,12 +119,94 @@ def valid_timezone(name: str) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def requirement_problem(text: str) -> str | None:
-    """Return why `text` is not a PEP 508 requirement."""
+def requirement_syntax_problem(text: str) -> str | None:
+    """Return why `text` is not a PEP 508 requirement (its syntax only)."""
     try:
-        requirement = Requirement(text)
+        Requirement(text)
     except InvalidRequirement as exc:
         return str(exc).splitlines()[0]
-    if requirement.url and requirement.url.startswith("file:"):
-        return "local file requirements are not allowed; ship a wheel folder instead"
+    return None
+
+
+def requirement_problem(text: str, *, allow_direct_references: bool = False) -> str | None:
+    """Return why modhub must not install requirement `text`, or None when it may.
+
+    Local paths and `file:` URLs are refused in every spelling, always; direct URL and
+    VCS references (`x @ https://…`, `x @ git+https://…`) unless `allow_direct_references`
+    (the operator's `MODHUB_PIP_ALLOW_DIRECT_REFERENCES`).
+    """
+    issue = requirement_issue(text, allow_direct_references=allow_direct_references)
+    return None if issue is None else issue[1]
+
+
+@lru_cache(maxsize=1024)
+def requirement_issue(
+    text: str, *, allow_direct_references: bool = False
+) -> tuple[str, str] | None:
+    """Return (code, reason) when modhub must not install requirement `text`, else None.
+
+    Codes: `invalid_requirement` (not PEP 508), `local_requirement` (a path or a `file:`
+    URL), `unsupported_url` (not an http, https, ssh or git URL with a host) and
+    `direct_reference` (a URL, refused unless `allow_direct_references`).
+    """
+    syntax = requirement_syntax_problem(text)
+    if syntax is not None:
+        return "invalid_requirement", syntax
+    if "${" in text:  # requirements files expand ${VAR}: what uv reads must be what we checked
+        return "invalid_requirement", "environment variables (${...}) are not allowed"
+    requirement = Requirement(text)
+    if requirement.url is None:
+        if requirement.name.lower().endswith(ARCHIVE_SUFFIXES):
+            # uv and pip read a bare `x.tar.gz` or `x.whl` as a file on the server's disk
+            return "local_requirement", LOCAL_REASON
+        return None
+    return _reference_issue(requirement.url, allow_direct_references)
+
+
+ARCHIVE_SUFFIXES = (
+    ".whl", ".zip", ".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tlz", ".tar.gz", ".tar.bz2",
+    ".tar.xz", ".tar.lz", ".tar.lzma", ".tar.zst", ".egg",
+)  # fmt: skip
+LOCAL_REASON = (
+    "local paths and file: URLs are not allowed; publish the package to the package "
+    "index (or a MODHUB_PIP_FIND_LINKS folder) and require it by name"
+)
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_VCS = frozenset({"git", "hg", "svn", "bzr"})
+_NETWORK = frozenset({"http", "https"})
+_VCS_TRANSPORTS = frozenset({"http", "https", "ssh", "git", "svn"})
+
+
+def _reference_issue(url: str, allow: bool) -> tuple[str, str] | None:
+    """Return why the URL of `name @ url` is refused, read the way pip and uv could read it."""
+    decoded = url
+    for _ in range(5):  # %2566ile: decodes to %66ile: and then to file:
+        decoded, before = unquote(decoded), decoded
+        if decoded == before:
+            break
+    decoded = decoded.lstrip("".join(map(chr, range(33))))
+    scheme_match = _URL_SCHEME.match(decoded)
+    scheme = scheme_match.group(1).lower() if scheme_match else ""
+    parts = scheme.split("+")
+    if not scheme or len(scheme) == 1 or "file" in parts:  # a path, C:\…, file:, git+file:
+        return "local_requirement", LOCAL_REASON
+    if "\\" in url or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        return "unsupported_url", "the URL has a backslash, a space or a control character"
+    if len(parts) == 1:
+        known = scheme in _NETWORK
+    else:
+        known = len(parts) == 2 and parts[0] in _VCS and parts[1] in _VCS_TRANSPORTS
+    if not known:
+        return (
+            "unsupported_url",
+            f"'{scheme}:' URLs are not supported; use https:// or git+https://",
+        )
+    if not urlsplit(decoded[len(scheme) + 1 :]).netloc:
+        return "local_requirement", LOCAL_REASON  # https:///x, https:/x: no host, the disk
+    if not allow:
+        return (
+            "direct_reference",
+            "direct URL and VCS references are not allowed on this server "
+            "(MODHUB_PIP_ALLOW_DIRECT_REFERENCES); require the package by name",
+        )
     return None

@@ -51,7 +51,7 @@ def load_manifest(path: Path) -> Any:
         ) from None
 
 
-def validate_path(path: Path) -> ValidationResult:
+def validate_path(path: Path, *, allow_direct_references: bool = False) -> ValidationResult:
     """Validate a manifest file, or a module folder including its handler files."""
     try:
         data = load_manifest(path)
@@ -59,4 +59,8 @@ def validate_path(path: Path) -> ValidationResult:
         findings = Findings()
         findings.error((), exc.code, exc.message)
         return findings.result()
-    return validate_manifest(data, folder=path if path.is_dir() else None)
+    return validate_manifest(
+        data,
+        folder=path if path.is_dir() else None,
+        allow_direct_references=allow_direct_references,
+    )

@@ -19,6 +19,14 @@ from modhub.manifest import formats
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 CONFIG_TYPES = ("string", "password", "number", "integer", "boolean", "select")
 MAX_JOB_TIMEOUT_MS = 86_400_000
+# Lengths of the values the registry stores in columns (`modhub.db.models`); the server and
+# `modhub validate` both refuse longer ones here, so they always agree.
+MAX_DISPLAY_NAME = 200
+MAX_AUTHOR = 200
+MAX_LICENSE = 100
+MAX_VERSION = 256
+MAX_RANGE = 256
+MAX_PERMISSION = 128
 
 
 def _error(code: str, message: str, **ctx: Any) -> PydanticCustomError:
@@ -58,7 +66,7 @@ def _range(value: str) -> str:
 
 
 def _requirement(value: str) -> str:
-    problem = formats.requirement_problem(value)
+    problem = formats.requirement_syntax_problem(value)
     if problem:
         raise _error(
             "invalid_requirement",
@@ -143,13 +151,19 @@ ModuleName = Annotated[
     AfterValidator(_module_name),
     Field(json_schema_extra=_schema(formats.MODULE_NAME.pattern, minLength=2, maxLength=64)),
 ]
+# The length comes before the format: a value too long for its column is `too_long`.
 Version = Annotated[
-    str, AfterValidator(_version), Field(json_schema_extra=_schema(formats.SEMVER_PATTERN))
+    str,
+    Field(max_length=MAX_VERSION, json_schema_extra=_schema(formats.SEMVER_PATTERN)),
+    AfterValidator(_version),
 ]
 Range = Annotated[
     str,
+    Field(
+        max_length=MAX_RANGE,
+        description="An npm version range: ^1.0.0, ~1.2, 1.x, >=1 <2, a - b, ||",
+    ),
     AfterValidator(_range),
-    Field(description="An npm version range: ^1.0.0, ~1.2, 1.x, >=1 <2, a - b, ||"),
 ]
 Requirement = Annotated[
     str,
@@ -169,7 +183,9 @@ PagePath = Annotated[
     str, AfterValidator(_page_path), Field(json_schema_extra=_schema(formats.PAGE_PATH.pattern))
 ]
 Permission = Annotated[
-    str, AfterValidator(_permission), Field(json_schema_extra=_schema(formats.PERMISSION.pattern))
+    str,
+    Field(max_length=MAX_PERMISSION, json_schema_extra=_schema(formats.PERMISSION.pattern)),
+    AfterValidator(_permission),
 ]
 CronExpr = Annotated[str, AfterValidator(_cron)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
@@ -318,10 +334,10 @@ class Manifest(Model):
     schema_uri: str | None = Field(default=None, alias="$schema")
     name: ModuleName
     version: Version
-    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    display_name: Annotated[str, Field(min_length=1, max_length=MAX_DISPLAY_NAME)]
     description: str | None = None
-    author: str | None = None
-    license: str | None = None
+    author: Annotated[str, Field(max_length=MAX_AUTHOR)] | None = None
+    license: Annotated[str, Field(max_length=MAX_LICENSE)] | None = None
     capabilities: Capabilities = Capabilities()
     dependencies: Dependencies = Dependencies()
     config: Config = Config()

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_core.core_schema import ErrorType
 
-from modhub.manifest import checks
+from modhub.manifest import checks, claims
 from modhub.manifest.model import Manifest
 from modhub.manifest.result import Findings, Location, ValidationResult
 
@@ -32,10 +32,14 @@ _PYDANTIC_TYPES = frozenset(typing.get_args(ErrorType))
 _RANGE_CODES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
-def validate_manifest(data: object, *, folder: Path | None = None) -> ValidationResult:
+def validate_manifest(
+    data: object, *, folder: Path | None = None, allow_direct_references: bool = False
+) -> ValidationResult:
     """Return every error and warning in a parsed `module.json`.
 
     With `folder`, also check that every handler and component file exists in it.
+    `allow_direct_references` accepts `x @ https://…` and VCS requirements (the operator's
+    MODHUB_PIP_ALLOW_DIRECT_REFERENCES); local paths and file: URLs are always refused.
     """
     findings = Findings()
     if not isinstance(data, dict):
@@ -47,6 +51,8 @@ def validate_manifest(data: object, *, folder: Path | None = None) -> Validation
         _report(findings, data, exc.errors(include_url=False))
         view = checks.View.salvage(data)
     checks.run(view, findings, folder)
+    claims.check_permission_scopes(view, findings)
+    claims.check_requirements(view, findings, allow_direct_references=allow_direct_references)
     return findings.result()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select, text
@@ -15,7 +16,7 @@ from modhub.db.audit import record
 from modhub.db.models import Module, ModuleDependency, ModuleVersion, utcnow
 from modhub.errors import Conflict, DependencyCycle, InvalidInput, NotFound
 from modhub.keys import SecretBox
-from modhub.manifest import Manifest, validate_manifest
+from modhub.manifest import Manifest, ValidationResult, validate_manifest
 from modhub.registry import config as configs
 from modhub.registry.graph import find_cycle
 from modhub.registry.planning import disable_plan, enable_plan, upgrade_plan
@@ -46,46 +47,41 @@ MAX_PAGE = 500
 GRAPH_LOCK = 0x6D6F6468  # PostgreSQL advisory lock held while the dependency graph changes
 
 
-def parse_manifest(data: Any) -> Manifest:
-    """Return the typed manifest, or raise InvalidInput listing every error."""
-    result = validate_manifest(data)
+def parse_manifest(data: Any, *, allow_direct_references: bool = False) -> Manifest:
+    """Return the typed manifest, or raise InvalidInput listing every error.
+
+    The manifest's models bound every value the registry stores in a column, so a valid
+    manifest always fits (the limits live in `modhub.manifest.model`, for the CLI too).
+    """
+    result = validate_manifest(data, allow_direct_references=allow_direct_references)
     if not result.valid:
         raise InvalidInput(
             f"the manifest has {len(result.errors)} error(s)",
             errors=[{**e.public(), "path": "/manifest" + e.path} for e in result.errors],
         )
-    manifest = Manifest.model_validate(data)
-    too_long = _too_long(manifest)
-    if too_long:
-        raise InvalidInput(f"the manifest has {len(too_long)} error(s)", errors=too_long)
-    return manifest
-
-
-def _too_long(manifest: Manifest) -> list[dict[str, str]]:
-    """Refuse values longer than their database column, which the manifest leaves unbounded
-    (PostgreSQL would fail on them; SQLite would store them)."""
-    values = [
-        ("/manifest/author", manifest.author, 200),
-        ("/manifest/license", manifest.license, 100),
-    ]
-    values += [
-        (f"/manifest/dependencies/modules/{dep}", rng, 256)
-        for dep, rng in manifest.dependencies.modules.items()
-    ]
-    return [
-        {"path": path, "code": "too_long", "message": f"must be at most {limit} characters long"}
-        for path, value, limit in values
-        if value is not None and len(value) > limit
-    ]
+    return Manifest.model_validate(data)
 
 
 class Registry:
-    """Registers modules and changes their status and config, one transaction a call."""
+    """Registers modules and changes their status and config, one transaction a call.
 
-    def __init__(self, db: Database, box: SecretBox) -> None:
+    `allow_direct_references` is the operator's MODHUB_PIP_ALLOW_DIRECT_REFERENCES: whether
+    manifests may require `x @ https://…` and VCS URLs (local paths never).
+    """
+
+    def __init__(
+        self, db: Database, box: SecretBox, *, allow_direct_references: bool = False
+    ) -> None:
         self.db = db
         self.box = box
+        self.allow_direct_references = allow_direct_references
         self.listeners: list[Callable[[str], None]] = []
+
+    def validate(self, data: object, *, folder: Path | None = None) -> ValidationResult:
+        """Validate a manifest as registration on this server would (its settings applied)."""
+        return validate_manifest(
+            data, folder=folder, allow_direct_references=self.allow_direct_references
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -142,7 +138,7 @@ class Registry:
 
         `path` and `files` (sha256 of each file) describe the version's code, if it has any.
         """
-        manifest = parse_manifest(data)
+        manifest = parse_manifest(data, allow_direct_references=self.allow_direct_references)
         for attempt in range(3):
             try:
                 return self._write(
@@ -168,11 +164,21 @@ class Registry:
         path: str | None,
         files: dict[str, str] | None,
     ) -> ModuleDetail:
+        self._lock_graph(session)  # graph first, then rows: the order set_status uses
         module = session.scalars(
             select(Module).where(Module.name == manifest.name).with_for_update()
         ).first()
+        if module is not None and any(v.version == manifest.version for v in module.versions):
+            raise Conflict(
+                f"module '{manifest.name}' {manifest.version} is already registered",
+                module=manifest.name,
+                version=manifest.version,
+            )
+        # A new version as well as a new module: a version that closes a cycle with the
+        # active graph could never become active. (An upgrade checks again: the graph may
+        # have moved since.)
+        self._refuse_cycle(session, manifest)
         if module is None:
-            self._refuse_cycle(session, manifest)
             module = Module(
                 name=manifest.name,
                 version=manifest.version,
@@ -186,12 +192,6 @@ class Registry:
                 for dep, rng in manifest.dependencies.modules.items()
             ]
             session.add(module)
-        elif any(v.version == manifest.version for v in module.versions):
-            raise Conflict(
-                f"module '{manifest.name}' {manifest.version} is already registered",
-                module=manifest.name,
-                version=manifest.version,
-            )
         module.versions.append(
             ModuleVersion(version=manifest.version, manifest=data, path=path, files=files)
         )

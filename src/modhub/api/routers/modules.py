@@ -13,7 +13,6 @@ from modhub.api.deps import ServicesDep, lookup, require
 from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
-from modhub.manifest import validate_manifest
 from modhub.registry import Status
 from modhub.registry.types import ConfigView, ModuleDetail, ModulePage, Plan, Shape
 
@@ -104,9 +103,9 @@ def register(body: ManifestBody, svc: ServicesDep, principal: Admin) -> ModuleDe
 
 
 @router.post("/validate", responses=responses(401, 403, 413, 422))
-def validate(body: ManifestBody, _principal: Reader) -> ValidationOut:
-    """Validate a manifest without registering it."""
-    return ValidationOut.model_validate(validate_manifest(body.manifest).public())
+def validate(body: ManifestBody, svc: ServicesDep, _principal: Reader) -> ValidationOut:
+    """Validate a manifest without registering it, as this server's registration would."""
+    return ValidationOut.model_validate(svc.registry.validate(body.manifest).public())
 
 
 @router.get("/{name}", responses=responses(401, 403, 404))
