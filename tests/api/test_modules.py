@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from modhub.api.routers import modules
 from modhub.db.models import Module
 from modhub.services import Services
 from tests.api.conftest import (
@@ -838,6 +840,13 @@ def test_a_config_value_is_matched_in_linear_time(
     problem = assert_problem(response, 422)
     assert [e["path"] for e in problem["errors"]] == ["/config/name"]
     assert "must match the pattern" in problem["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("endpoint", [modules.validate, modules.register, modules.set_config])
+def test_manifest_and_config_checks_run_off_the_event_loop(endpoint: object) -> None:
+    # Plain `def` endpoints run in the thread pool: a slow check never stalls /healthz.
+    assert callable(endpoint)
+    assert not inspect.iscoroutinefunction(endpoint)
 
 
 def test_validate_an_invalid_manifest_is_200_with_errors(

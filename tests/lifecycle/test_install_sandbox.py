@@ -201,3 +201,22 @@ except MemoryError:
     assert lines, "uv reported the failed build"
     assert max(len(line.encode()) for line in lines) <= MAX_LINE_BYTES + 64
     assert any("[truncated" in line for line in lines)
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_url_requirements_reach_uv_only_when_the_operator_allows_them(
+    tmp_path: Path, allowed: bool
+) -> None:
+    requirement = "mh-remote @ https://packages.example/mh_remote-1.0-py3-none-any.whl"
+    with pytest.raises(InstallError) as raised:
+        create_env(
+            tmp_path / "env",
+            [requirement],
+            index=PackageIndex(offline=True),
+            cache_dir=tmp_path / "cache",
+            owner=owner(),
+            direct_references=allowed,
+        )
+    refused_before_uv = "is not a valid requirement" in raised.value.detail
+    assert refused_before_uv is not allowed, raised.value.detail
+    assert raised.value.requirement == requirement

@@ -418,3 +418,21 @@ def test_remove_dry_run_changes_nothing(services: Services, sources: Path) -> No
 def test_verify_of_an_unknown_module_is_not_found(services: Services) -> None:
     with pytest.raises(NotFound):
         services.lifecycle.verify("nobody")
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_bundle_with_a_url_requirement_follows_the_operators_setting(
+    settings: Any, sources: Path, allowed: bool
+) -> None:
+    url = "mh-remote @ https://packages.example/mh_remote-1.0-py3-none-any.whl"
+    services = Services.start(settings.model_copy(update={"pip_allow_direct_references": allowed}))
+    try:
+        folder = write_module(sources, "remote", python=[url])
+        if allowed:
+            assert services.lifecycle.add_bundle(folder, actor=ACTOR).name == "remote"
+        else:
+            with pytest.raises(InvalidInput) as refused:
+                services.lifecycle.add_bundle(folder, actor=ACTOR)
+            assert [e["code"] for e in refused.value.errors or []] == ["direct_reference"]
+    finally:
+        services.close()

@@ -59,7 +59,7 @@ def doctor(
         ("in the module's sandbox" if mode == "bubblewrap" else "as modhub's own user")
         + "; "
         + ("source builds allowed" if settings.pip_allow_source_builds else "wheels only")
-        + ("; direct references allowed" if _allows_direct(settings) else ""),
+        + ("; URL and VCS requirements allowed" if settings.pip_allow_direct_references else ""),
     )
     table.add_row(
         "module limit ceilings",
@@ -85,10 +85,6 @@ def doctor(
     )
     table.add_row("database", settings.db_url.split("@")[-1])
     out.print(table)
-
-
-def _allows_direct(settings: Settings) -> bool:
-    return bool(getattr(settings, "pip_allow_direct_references", False))
 
 
 def _version(argv: list[str]) -> str:

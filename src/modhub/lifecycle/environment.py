@@ -165,6 +165,7 @@ def create_env(
     python: str = sys.executable,
     owner: str | None = None,
     source_builds: bool = False,
+    direct_references: bool = False,
     log: Callable[[str], None] = lambda line: None,
     timeout: float = 600,
 ) -> None:
@@ -173,13 +174,14 @@ def create_env(
     uv runs in the module's sandbox (`owner`'s uid when modhub is root, bubblewrap where
     installed): it may write only `path` and `cache_dir`, sees nothing of the data dir,
     has the network only when the index needs it, and dies with modhub. Only wheels are
-    installed unless `source_builds` (then a package's build step runs in that sandbox).
+    installed unless `source_builds` (then a package's build step runs in that sandbox);
+    URL and VCS requirements only with `direct_references`, local ones never.
     """
     # uv's output goes to `log` line by line. On any failure (uv's, the timeout over both
     # steps, even KeyboardInterrupt) the half-made environment is removed; uv's failures
     # raise InstallError naming the requirement its error mentions.
     for requirement in requirements:
-        problem = requirement_problem(requirement)
+        problem = requirement_problem(requirement, allow_direct_references=direct_references)
         if problem is not None:
             raise InstallError(
                 f"'{requirement}' is not a valid requirement: {problem}", requirement=requirement

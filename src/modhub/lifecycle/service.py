@@ -21,7 +21,7 @@ from modhub.lifecycle.environment import PackageIndex, create_env, env_ready, re
 from modhub.lifecycle.layout import Layout
 from modhub.lifecycle.operations import Context, Handle, Operations, staging_name
 from modhub.lifecycle.system import check_system
-from modhub.manifest import Manifest, load_manifest, validate_manifest
+from modhub.manifest import Manifest, load_manifest
 from modhub.registry import Registry, Status
 from modhub.registry import config as configs
 from modhub.registry.types import ModuleDetail, Plan
@@ -54,7 +54,7 @@ class Lifecycle:
         try:
             root = extract_bundle(upload, staging / "module")
             data = load_manifest(root)
-            result = validate_manifest(data, folder=root)
+            result = self.registry.validate(data, folder=root)
             if not result.valid:
                 raise InvalidInput(
                     f"the bundle's manifest has {len(result.errors)} error(s)",
@@ -143,6 +143,7 @@ class Lifecycle:
             cache_dir=self.layout.uv_cache / manifest.name,
             owner=manifest.name,
             source_builds=self.settings.pip_allow_source_builds,
+            direct_references=self.settings.pip_allow_direct_references,
             log=ctx.log,
         )
 

@@ -333,7 +333,7 @@ def _matches(pattern: str, value: str) -> bool:
         return True  # the pattern itself is reported as invalid_pattern
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)  # each compiled pattern may hold up to 8 MiB (RE2's budget)
 def compile_pattern(pattern: str) -> Any:
     """Compile a manifest's config pattern with RE2, whose matching time is linear in the
     input: a pattern from a module can never make the server backtrack for seconds."""
