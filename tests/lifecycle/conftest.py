@@ -29,7 +29,7 @@ from tests.conftest import (
     emptied,
     session_database,
 )
-from tests.lifecycle.test_environment import build_wheel
+from tests.packages import build_wheel
 
 TESTLIB = "mh-testlib"
 TESTLIB_VERSIONS = ("1.0.0", "2.0.0")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,37 +21,10 @@ from modhub.lifecycle.environment import (
     remove_env,
     scrubbed_env,
 )
+from tests.packages import build_wheel
 
 PACKAGE = "mh-testlib"
 VERSIONS = ("1.0.0", "2.0.0")
-
-
-def build_wheel(folder: Path, name: str, version: str) -> Path:
-    """Write a pure-Python wheel of `name` at `version` exposing VERSION; return its path."""
-    module = name.replace("-", "_")
-    dist_info = f"{module}-{version}.dist-info"
-    files = {
-        f"{module}/__init__.py": f'"""Test package."""\n\nVERSION = "{version}"\n',
-        f"{dist_info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: modhub test\n"
-        ),
-        f"{dist_info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: modhub-tests\nRoot-Is-Purelib: true\n"
-            "Tag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, text in files.items():
-        data = text.encode()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
-    wheel = folder / f"{module}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, text in files.items():
-            archive.writestr(path, text)
-    return wheel
 
 
 @pytest.fixture(scope="session")

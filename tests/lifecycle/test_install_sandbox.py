@@ -6,7 +6,6 @@ The hostile packages are made here (tests/packages.py) and read from a local fol
 from __future__ import annotations
 
 import ast
-import contextlib
 import os
 import socket
 import subprocess
@@ -76,22 +75,33 @@ def installed_report(env: Path, module: str) -> dict[str, Any]:
     return report
 
 
-def test_source_packages_are_not_built_by_default(tmp_path: Path) -> None:
+def install_sdist(
+    tmp_path: Path, package: str, step: str = "", *, name: str | None = None, **options: Any
+) -> Path:
+    """Build a source package of `package` whose build runs `step`, install it into the
+    environment of module `name` under `tmp_path/data`, and return that environment."""
     folder = tmp_path / "index"
-    folder.mkdir()
-    build_sdist(folder, "mh-evil", "1.0")
-    env = tmp_path / "data" / "envs" / "evil" / "1.0.0"
+    folder.mkdir(exist_ok=True)
+    build_sdist(folder, package, "1.0", step)
+    name = name or owner()
+    env = tmp_path / "data" / "envs" / name / "1.0.0"
+    create_env(
+        env,
+        [f"{package}==1.0"],
+        index=PackageIndex(find_links=(str(folder),), offline=True),
+        cache_dir=tmp_path / "data" / "cache" / "uv" / name,
+        owner=name,
+        **options,
+    )
+    return env
+
+
+def test_source_packages_are_not_built_by_default(tmp_path: Path) -> None:
     with pytest.raises(InstallError) as raised:
-        create_env(
-            env,
-            ["mh-evil==1.0"],
-            index=PackageIndex(find_links=(str(folder),), offline=True),
-            cache_dir=tmp_path / "data" / "cache" / "uv" / "evil",
-            owner=owner(),
-        )
+        install_sdist(tmp_path, "mh-evil")
     assert raised.value.requirement == "mh-evil==1.0"
     assert "mh-evil" in raised.value.detail
-    assert not env.exists()
+    assert not list((tmp_path / "data" / "envs").glob("*/1.0.0"))
 
 
 def test_a_build_step_runs_as_the_module_without_the_data_dir_or_network(
@@ -118,20 +128,9 @@ report["write"] = {{p: attempt(lambda p: open(p, "w").write("x"), p) for p in ta
 import socket
 report["connect"] = attempt(lambda p: socket.create_connection(("127.0.0.1", p), 2), {listener})
 """
-    folder = tmp_path / "index"
-    folder.mkdir()
-    build_sdist(folder, "mh-evil", "1.0", step)
     name = owner()
-    env = data / "envs" / name / "1.0.0"
+    env = install_sdist(tmp_path, "mh-evil", step, name=name, source_builds=True)
     cache = data / "cache" / "uv" / name
-    create_env(
-        env,
-        ["mh-evil==1.0"],
-        index=PackageIndex(find_links=(str(folder),), offline=True),
-        cache_dir=cache,
-        owner=name,
-        source_builds=True,
-    )
     report = installed_report(env, "mh_evil")
     expected_uid = module_uid(name) if os.getuid() == 0 else os.getuid()
     assert report["uid"] == expected_uid
@@ -152,22 +151,9 @@ report["connect"] = attempt(lambda p: socket.create_connection(("127.0.0.1", p),
 
 
 def test_a_failed_sandboxed_install_leaves_no_environment(tmp_path: Path) -> None:
-    folder = tmp_path / "index"
-    folder.mkdir()
-    build_sdist(folder, "mh-broken", "1.0", "raise SystemExit('the build step fails')")
-    env = tmp_path / "data" / "envs" / "broken" / "1.0.0"
     with pytest.raises(InstallError, match="mh-broken"):
-        create_env(
-            env,
-            ["mh-broken==1.0"],
-            index=PackageIndex(find_links=(str(folder),), offline=True),
-            cache_dir=tmp_path / "data" / "cache" / "uv" / "broken",
-            owner=owner(),
-            source_builds=True,
-        )
-    assert not env.exists()
-    with contextlib.suppress(FileNotFoundError):
-        assert not any((tmp_path / "data" / "envs" / "broken").iterdir())
+        install_sdist(tmp_path, "mh-broken", "raise SystemExit('fails')", name="broken")
+    assert not (tmp_path / "data" / "envs" / "broken" / "1.0.0").exists()
 
 
 def test_a_build_steps_output_and_memory_are_bounded(tmp_path: Path) -> None:
@@ -182,20 +168,9 @@ try:
 except MemoryError:
     raise SystemExit("the build step could not take 8 GiB")
 """
-    folder = tmp_path / "index"
-    folder.mkdir()
-    build_sdist(folder, "mh-loud", "1.0", step)
     lines: list[str] = []
     with pytest.raises(InstallError) as raised:
-        create_env(
-            tmp_path / "data" / "envs" / "loud" / "1.0.0",
-            ["mh-loud==1.0"],
-            index=PackageIndex(find_links=(str(folder),), offline=True),
-            cache_dir=tmp_path / "data" / "cache" / "uv" / "loud",
-            owner=owner(),
-            source_builds=True,
-            log=lines.append,
-        )
+        install_sdist(tmp_path, "mh-loud", step, source_builds=True, log=lines.append)
     assert "could not take 8 GiB" in raised.value.log
     assert len(raised.value.log.encode()) <= LOG_TAIL_BYTES
     assert lines, "uv reported the failed build"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,18 +61,28 @@ def test_a_manifest_above_a_ceiling_is_valid_but_not_enabled(
     assert started.registry.get("greedy").status == Status.REGISTERED  # nothing was done
 
 
-def test_an_operator_may_raise_a_ceiling(settings: Settings, sources: Path) -> None:
-    services = Services.start(settings.model_copy(update={"max_module_memory_mb": 4096}))
+@contextmanager
+def serving(settings: Settings, **update: object) -> Iterator[Services]:
+    """Yield the services of `settings` changed by `update`, closed afterwards."""
+    services = Services.start(settings.model_copy(update=update))
     try:
-        services.lifecycle.add_bundle(with_runtime(sources, "big", memoryMb=4096), actor=ACTOR)
-        assert enable(services, "big").status == Status.ENABLED
-        runtime = services.sync.runtime_for(
-            services.registry.version_info("big")[0], sources / "big-1.0.0"
-        )
-        assert runtime is not None
-        assert runtime.memory_mb == 4096
+        yield services
     finally:
         services.close()
+
+
+def memory_of(services: Services, name: str, code: Path) -> int:
+    """Return the memory limit the worker of `name`'s active version would start with."""
+    runtime = services.sync.runtime_for(services.registry.version_info(name)[0], code)
+    assert runtime is not None
+    return runtime.memory_mb
+
+
+def test_an_operator_may_raise_a_ceiling(settings: Settings, sources: Path) -> None:
+    with serving(settings, max_module_memory_mb=4096) as services:
+        services.lifecycle.add_bundle(with_runtime(sources, "big", memoryMb=4096), actor=ACTOR)
+        assert enable(services, "big").status == Status.ENABLED
+        assert memory_of(services, "big", sources / "big-1.0.0") == 4096
 
 
 def test_an_upgrade_above_a_ceiling_is_refused_and_the_old_version_stays(
@@ -91,20 +102,11 @@ def test_an_upgrade_above_a_ceiling_is_refused_and_the_old_version_stays(
 def test_limits_enabled_before_a_ceiling_was_lowered_are_capped(
     settings: Settings, sources: Path
 ) -> None:
-    services = Services.start(settings.model_copy(update={"max_module_memory_mb": 2048}))
-    try:
+    with serving(settings, max_module_memory_mb=2048) as services:
         services.lifecycle.add_bundle(with_runtime(sources, "old", memoryMb=2048), actor=ACTOR)
         enable(services, "old")
-    finally:
-        services.close()
-    lowered = Services.start(settings)  # the default ceiling, 1024
-    try:
-        manifest = lowered.registry.version_info("old")[0]
-        runtime = lowered.sync.runtime_for(manifest, sources / "old-1.0.0")
-        assert runtime is not None
-        assert runtime.memory_mb == 1024
-    finally:
-        lowered.close()
+    with serving(settings) as lowered:  # the default ceiling, 1024
+        assert memory_of(lowered, "old", sources / "old-1.0.0") == 1024
 
 
 def test_a_leftover_environment_does_not_break_the_next_install(

@@ -24,7 +24,7 @@ from modhub.registry import Status
 from modhub.services import Services
 from tests.conftest import PASSWORD, bearer, start_server, stop_server
 from tests.lifecycle.conftest import ACTOR, wait_for, write_module
-from tests.lifecycle.test_environment import build_wheel
+from tests.packages import build_wheel
 
 ROUTE = "/api/v1/m/upmod/ping"
 GATE_TIMEOUT = 60.0  # never reached unless the test is broken: it opens the gate itself
