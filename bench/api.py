@@ -110,7 +110,7 @@ def manifest_for(i: int) -> dict[str, Any]:
                 "interval": {"type": "integer", "default": 5, "validation": {"min": 1}},
             }
         },
-        "permissions": [f"bench{i}:read"],
+        "permissions": [f"{module_name(i)}:read"],
     }
 
 
