@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from modhub.errors import (
     WorkerUnavailable,
 )
 from modhub.sandbox.cgroups import Cgroups, Group
+from modhub.sandbox.channel import CallerContext, ServiceHandler, serve
 from modhub.sandbox.launch import (
     MAX_TASKS,
     ModuleRuntime,
@@ -41,6 +42,7 @@ from modhub.sandbox.output import ModuleLog, ModuleOutput
 from modhub.sandbox.worker import HEADER
 
 log = logging.getLogger("modhub.sandbox")
+MAX_SERVICE_CALLS = 8  # module-service calls in flight per worker; past them its channel waits
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class Worker:
     slots: asyncio.Semaphore
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     waiting: int = 0  # requests that chose this worker and wait for one of its slots
+    contexts: dict[int, CallerContext] = field(default_factory=dict)  # by request id
+    service_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_SERVICE_CALLS)
+    )
     last_used: float = field(default_factory=time.monotonic)
     retiring: bool = False
     failed: bool = False
@@ -95,6 +101,7 @@ class WorkerPool:
         self.workers: dict[str, Worker] = {}
         self.health: dict[str, Health] = collections.defaultdict(Health)
         self.output = ModuleOutput()
+        self.services: dict[str, ServiceHandler] = {}  # "store", "modules": set by Services
         self._next_id = 0
         self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reaper: asyncio.Task[None] | None = None
@@ -115,10 +122,21 @@ class WorkerPool:
         payload: dict[str, Any],
         config: dict[str, Any],
         timeout_ms: int | None = None,
+        context: CallerContext | None = None,
     ) -> dict[str, Any]:
-        """Run a handler in the module's worker and return its answer."""
+        """Run a handler in the module's worker and return its answer. `context` is whom
+        the module services it calls meanwhile act for (default: this request or job)."""
         self._loop = asyncio.get_running_loop()
         limit = timeout_ms or runtime.timeout_ms
+        if context is None:
+            context = CallerContext(
+                module=runtime.name,
+                version=runtime.version,
+                user=payload.get("user") if kind == "route" else None,
+                job=payload.get("job") if kind == "job" else None,
+                deadline=time.monotonic() + limit / 1000,
+                request_id=str(payload.get("requestId") or payload.get("runId") or ""),
+            )
         worker = await self._worker(runtime)
         worker.waiting += 1  # a retiring worker is kept until this request is answered
         try:
@@ -130,6 +148,7 @@ class WorkerPool:
             request_id = self._next_id
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             worker.pending[request_id] = future
+            worker.contexts[request_id] = context
             worker.last_used = time.monotonic()
             try:
                 self._send(
@@ -154,6 +173,7 @@ class WorkerPool:
                 ) from None
             finally:
                 worker.pending.pop(request_id, None)
+                worker.contexts.pop(request_id, None)
                 worker.last_used = time.monotonic()
         finally:
             worker.slots.release()
@@ -239,6 +259,14 @@ class WorkerPool:
                     reason = f"the worker sent {size} bytes, over the {limit} limit"
                     break
                 message = json.loads(await stdout.readexactly(size))
+                if "call" in message:
+                    # At most MAX_SERVICE_CALLS in flight a worker: past them this worker's
+                    # channel is not read, so a flood holds back only its own module.
+                    await worker.service_slots.acquire()
+                    task = asyncio.create_task(self._serve_call(worker, message))
+                    worker.tasks.append(task)
+                    task.add_done_callback(_forget(worker.tasks))
+                    continue
                 self.health[worker.runtime.key].failures = 0  # it answers: forget old crashes
                 future = worker.pending.get(message.get("id"))
                 if future is not None and not future.done():
@@ -248,6 +276,16 @@ class WorkerPool:
         except (ValueError, json.JSONDecodeError):
             reason = "the worker sent a malformed answer"
         await self._fail(worker, reason)
+
+    async def _serve_call(self, worker: Worker, message: dict[str, Any]) -> None:
+        """Answer one module-service call of a worker's handler."""
+        try:
+            reply = await serve(self.services, worker.contexts, message, worker.runtime.key)
+        finally:
+            worker.service_slots.release()
+        reply["reply"] = message.get("call")
+        with contextlib.suppress(WorkerUnavailable):
+            self._send(worker, reply)
 
     async def _read_log(self, worker: Worker) -> None:
         stderr = worker.process.stderr
@@ -396,6 +434,16 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _forget(tasks: list[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    """Return a done-callback that drops a finished task from `tasks`."""
+
+    def forget(task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            tasks.remove(task)
+
+    return forget
 
 
 def _decode(runtime: ModuleRuntime, handler: str, answer: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ Requests:  {"id", "kind": "route"|"job"|"ping", "handler", "payload", "config"}
 Responses: {"id", "ok": true, "status", "headers", "body" (base64), "contentType"}
            {"id", "ok": true, "result"}                       (jobs)
            {"id", "ok": false, "error": "not_found"|"exception", "message"}
+While a request runs, its handler may call module services (`sandbox/channel.py`):
+           {"call", "rid", "service", "op", "args"} out, {"reply", "ok", "result"|"error"} in.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import struct
 import sys
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,6 +57,57 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
     return message
 
 
+class Channel:
+    """Module services asked for by handlers: a `call` frame out, its `reply` frame back.
+
+    Handlers in threads wait on a future; async handlers await it on the worker's loop.
+    Replies are read by the main loop, which also reads the requests.
+    """
+
+    def __init__(self, out: BinaryIO, lock: threading.Lock) -> None:
+        self.out = out
+        self.lock = lock
+        self.next = 0
+        self.waiting: dict[int, Future[Any]] = {}
+        self.counter = threading.Lock()
+
+    def send(self, rid: int, service: str, op: str, args: dict[str, Any]) -> Future[Any]:
+        """Send one call for the request `rid`; return the future of its reply."""
+        future: Future[Any] = Future()
+        with self.counter:
+            self.next += 1
+            number = self.next
+            self.waiting[number] = future
+        frame = {"call": number, "rid": rid, "service": service, "op": op, "args": args}
+        with self.lock:
+            write_frame(self.out, frame)
+        return future
+
+    def transports(self, rid: int) -> tuple[Any, Any]:
+        """Return the blocking and the awaitable transport of request `rid`."""
+
+        def call(service: str, op: str, args: dict[str, Any]) -> Any:
+            return self.send(rid, service, op, args).result()
+
+        async def acall(service: str, op: str, args: dict[str, Any]) -> Any:
+            return await asyncio.wrap_future(self.send(rid, service, op, args))
+
+        return call, acall
+
+    def resolve(self, message: dict[str, Any]) -> None:
+        """Hand a reply to the handler waiting for it."""
+        from modhub.sdk import services
+
+        future = self.waiting.pop(message.get("reply", -1), None)
+        if future is None:
+            return
+        if message.get("ok"):
+            future.set_result(message.get("result"))
+        else:
+            error = services.ERRORS.get(str(message.get("error")), services.ServiceError)
+            future.set_exception(error(str(message.get("message", ""))))
+
+
 class Worker:
     """Reads requests, runs handlers (sync in threads, async on a loop), writes answers."""
 
@@ -65,6 +118,7 @@ class Worker:
         self.module_dir = module_dir
         self.out = out
         self.lock = threading.Lock()
+        self.channel = Channel(out, self.lock)
         self.cache: dict[str, Any] = {}
         self.functions: dict[str, Any] = {}
         self.threads = ThreadPoolExecutor(max_workers=concurrency)
@@ -90,7 +144,7 @@ class Worker:
             write_frame(self.out, answer)
 
     def _run(self, message: dict[str, Any]) -> dict[str, Any]:
-        from modhub.sdk import JobContext, Request, User
+        from modhub.sdk import JobContext, ModuleCalls, Request, Store, User
 
         kind = message["kind"]
         if kind == "ping":
@@ -101,6 +155,8 @@ class Worker:
             function = self.loading.load_handler(self.module_dir, ref, self.cache)
             self.functions[ref] = function
         payload, config = message["payload"], message.get("config") or {}
+        call, acall = self.channel.transports(message["id"])
+        store, modules = Store(call, acall), ModuleCalls(call, acall)
         if kind == "job":
             context = JobContext(
                 job=payload["job"],
@@ -109,6 +165,8 @@ class Worker:
                 config=config,
                 run_id=payload.get("runId", ""),
                 logger=self.log,
+                store=store,
+                modules=modules,
             )
             return {"ok": True, "result": self._call(function, context)}
         user = payload.get("user") or {}
@@ -131,6 +189,8 @@ class Worker:
             config=config,
             request_id=payload.get("requestId", ""),
             logger=self.log,
+            store=store,
+            modules=modules,
         )
         response = self.loading.to_response(self._call(function, request))
         body, content_type = response.encoded()
@@ -176,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(args.module_dir)
     worker = Worker(Path(args.module_dir), protocol_out, args.concurrency)
     while (message := read_frame(protocol_in)) is not None:
-        worker.threads.submit(worker.handle, message)
+        if "reply" in message:
+            worker.channel.resolve(message)
+        else:
+            worker.threads.submit(worker.handle, message)
     os._exit(0)
 
 

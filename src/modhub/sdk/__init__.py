@@ -9,16 +9,42 @@ a JSON response with status 200; `bytes` become `application/octet-stream`.
 """
 
 from modhub.sdk.loading import HandlerNotFound, call_handler, load_handler, run_job, to_response
+from modhub.sdk.services import (
+    CallRefused,
+    Entry,
+    InvalidKey,
+    InvalidValue,
+    ModuleCalls,
+    Page,
+    QuotaExceeded,
+    ServiceError,
+    Store,
+    StoreError,
+    ValueTooLarge,
+    VersionConflict,
+)
 from modhub.sdk.types import JobContext, JobHandler, Request, Response, RouteHandler, User
 
 __all__ = [
+    "CallRefused",
+    "Entry",
     "HandlerNotFound",
+    "InvalidKey",
+    "InvalidValue",
     "JobContext",
     "JobHandler",
+    "ModuleCalls",
+    "Page",
+    "QuotaExceeded",
     "Request",
     "Response",
     "RouteHandler",
+    "ServiceError",
+    "Store",
+    "StoreError",
     "User",
+    "ValueTooLarge",
+    "VersionConflict",
     "call_handler",
     "load_handler",
     "run_job",

@@ -6,7 +6,22 @@ import json as _json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from modhub.sdk.services import ModuleCalls, Store
+
+
+def _no_store() -> Store:
+    from modhub.sdk.services import Store
+
+    return Store()  # outside a worker: every call says the store is unavailable here
+
+
+def _no_calls() -> ModuleCalls:
+    from modhub.sdk.services import ModuleCalls
+
+    return ModuleCalls()
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,8 @@ class Request:
     config: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("module"))
+    store: Store = field(default_factory=_no_store)
+    modules: ModuleCalls = field(default_factory=_no_calls)
 
     @property
     def json(self) -> Any:
@@ -73,6 +90,8 @@ class JobContext:
     config: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("module"))
+    store: Store = field(default_factory=_no_store)
+    modules: ModuleCalls = field(default_factory=_no_calls)
 
 
 class RouteHandler(Protocol):
