@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import json as _json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from modhub.sdk.types import Response
@@ -123,6 +124,17 @@ class Store:
         self._call = transport
         self._acall = atransport
 
+    @classmethod
+    def in_memory(cls) -> Store:
+        """Return a store kept in this process, with the platform store's rules (versions,
+        `if_version`, ttl, key order, the 512-byte key and 1 MiB value limits): for tests."""
+        memory = _Memory()
+
+        async def acall(service: str, op: str, args: dict[str, Any]) -> Any:
+            return memory(service, op, args)
+
+        return cls(memory, acall)
+
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value of `key`, or `default` when it is absent or expired."""
         entry = self.get_entry(key)
@@ -181,6 +193,63 @@ class Store:
     async def aincr(self, key: str, by: int = 1) -> int:
         """`incr`, awaitable."""
         return int(await self._acall("store", "incr", {"key": key, "by": by}))
+
+
+class _Memory:
+    """The store's rules on a dict: what `Store.in_memory()` runs on."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, service: str, op: str, args: dict[str, Any]) -> Any:
+        key = args.get("key", "")
+        if op != "list" and (not isinstance(key, str) or not key or len(key.encode()) > 512):
+            raise InvalidKey(f"a key is a non-empty string of at most 512 bytes, not {key!r}")
+        now = time.time()
+        self.data = {k: e for k, e in self.data.items() if not e["expires"] or e["expires"] > now}
+        entry = self.data.get(key)
+        if op == "get_entry":
+            return entry and _public(entry)
+        if op == "list":
+            keys = sorted(k for k in self.data if k.startswith(args.get("prefix", "")))
+            keys = [k for k in keys if args.get("cursor") is None or k > args["cursor"]]
+            page = keys[: args.get("limit", 100)]
+            more = len(keys) > len(page)
+            return {
+                "items": [_public(self.data[k]) for k in page],
+                "cursor": page[-1] if more else None,
+            }
+        expected = args.get("ifVersion")
+        if expected is not None and (entry["version"] if entry else 0) != expected:
+            raise VersionConflict(f"'{key}' is not at version {expected}")
+        if op == "delete":
+            return self.data.pop(key, None) is not None
+        value = args.get("value")
+        if op == "incr":
+            if entry is not None and not isinstance(entry["value"], int):
+                raise InvalidValue(f"'{key}' does not hold an integer")
+            value = (entry["value"] if entry else 0) + int(args.get("by", 1))
+        if len(_json.dumps(value).encode()) > 1024 * 1024:
+            raise ValueTooLarge(f"the value of '{key}' is larger than 1 MiB")
+        ttl = args.get("ttl")
+        version = (entry["version"] if entry else 0) + 1
+        self.data[key] = {
+            "key": key,
+            "value": value,
+            "version": version,
+            "expires": now + ttl if ttl else None,
+        }
+        return value if op == "incr" else version
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    expires = entry["expires"]
+    return {
+        "key": entry["key"],
+        "value": entry["value"],
+        "version": entry["version"],
+        "expiresAt": datetime.fromtimestamp(expires, UTC).isoformat() if expires else None,
+    }
 
 
 def _set_args(key: str, value: Any, ttl: float | None, if_version: int | None) -> dict[str, Any]:
