@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -213,3 +214,28 @@ def login(url: str) -> str:
     answer = httpx.post(url + "/api/v1/auth/login", json=credentials)
     token: str = answer.json()["accessToken"]
     return token
+
+
+def install(client: httpx.Client, folder: Path, tmp: Path) -> dict[str, Any]:
+    """Upload the module in `folder` as a bundle and enable it; return the module."""
+    from modhub.lifecycle.bundle import pack_folder
+
+    bundle = pack_folder(folder, tmp / f"{folder.name}.tar.gz")
+    with bundle.open("rb") as stream:
+        uploaded = client.post(
+            "/api/v1/modules/bundles", files={"file": (bundle.name, stream, "application/gzip")}
+        )
+    uploaded.raise_for_status()
+    answer = client.put(f"/api/v1/modules/{folder.name}/status", json={"status": "ENABLED"})
+    answer.raise_for_status()
+    if answer.status_code == 202:
+        operation = answer.json()
+        while operation["status"] == "running":
+            time.sleep(0.2)
+            operation = client.get(f"/api/v1/operations/{operation['id']}").json()
+        if operation["status"] != "succeeded":
+            raise SystemExit(f"enabling {folder.name} failed: {operation}")
+    module: dict[str, Any] = client.get(f"/api/v1/modules/{folder.name}").json()
+    if module["status"] != "ENABLED":
+        raise SystemExit(f"{folder.name} is {module['status']}: {module}")
+    return module

@@ -54,13 +54,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from common import (
     cpu_model,
     git_commit,
+    install,
     library_versions,
     load_average,
     login,
@@ -72,7 +72,6 @@ from common import (
     utc_now,
     verdict,
 )
-from modhub.lifecycle.bundle import pack_folder
 from modhub.sandbox import isolation
 
 MODULE = "bench-ping"
@@ -99,29 +98,6 @@ def write_module(folder: Path, name: str) -> Path:
     }
     (root / "module.json").write_text(json.dumps(manifest, indent=2))
     return root
-
-
-def install(client: httpx.Client, folder: Path, tmp: Path) -> dict[str, Any]:
-    """Upload the module in `folder` as a bundle and enable it; return the module."""
-    bundle = pack_folder(folder, tmp / f"{folder.name}.tar.gz")
-    with bundle.open("rb") as stream:
-        uploaded = client.post(
-            "/api/v1/modules/bundles", files={"file": (bundle.name, stream, "application/gzip")}
-        )
-    uploaded.raise_for_status()
-    answer = client.put(f"/api/v1/modules/{folder.name}/status", json={"status": "ENABLED"})
-    answer.raise_for_status()
-    if answer.status_code == 202:
-        operation = answer.json()
-        while operation["status"] == "running":
-            time.sleep(0.2)
-            operation = client.get(f"/api/v1/operations/{operation['id']}").json()
-        if operation["status"] != "succeeded":
-            raise SystemExit(f"enabling {folder.name} failed: {operation}")
-    module: dict[str, Any] = client.get(f"/api/v1/modules/{folder.name}").json()
-    if module["status"] != "ENABLED":
-        raise SystemExit(f"{folder.name} is {module['status']}: {module}")
-    return module
 
 
 # -- /proc -------------------------------------------------------------------------------------
