@@ -498,3 +498,16 @@ def test_workers_of_a_closed_pool_are_gone(sandbox: Sandbox) -> None:
     assert pids
     assert not alive(pids[0])
     assert os.getpid() != pids[0]
+
+
+def test_a_request_larger_than_a_pipe_read_reaches_the_handler(sandbox: Sandbox) -> None:
+    # A 1 MiB body travels as one frame of about 1.4 MB: the worker reads a pipe 64 KiB
+    # at a time and must put the frame together (it took a short read for the end).
+    runtime = sandbox.runtime(unique("big-body"))
+
+    async def body(pool: WorkerPool) -> None:
+        answer = await route(pool, runtime, f"{ATTACKS}:echo", method="POST", body="x" * 1_000_000)
+        assert answer["status"] == 201
+        assert pool.stats()["failures"] == {}
+
+    with_pool(sandbox, body)

@@ -46,15 +46,27 @@ def write_frame(stream: BinaryIO, message: dict[str, Any]) -> None:
 
 def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
     """Read one frame; None at end of stream."""
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
+    header = _read_exactly(stream, HEADER.size)
+    if header is None:
         return None
     (size,) = HEADER.unpack(header)
-    data = stream.read(size)
-    if len(data) < size:
+    data = _read_exactly(stream, size)
+    if data is None:
         return None
     message: dict[str, Any] = json.loads(data)
     return message
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    """Read `size` bytes (a pipe gives at most 64 KiB a read); None at end of stream."""
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 class Channel:
