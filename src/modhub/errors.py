@@ -130,3 +130,9 @@ class BadWorkerResponse(ModhubError):
     """The worker answered something the platform refuses (too large, malformed)."""
 
     status, title, kind = 502, "Bad module response", "bad-module-response"
+
+
+class CallRefused(ModhubError):
+    """The platform refused a module's call to another module (the detail says why)."""
+
+    status, title, kind = 403, "Call refused", "call-refused"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +17,12 @@ from modhub.lifecycle import Lifecycle, Operations, recover
 from modhub.manifest import Manifest
 from modhub.registry import Registry
 from modhub.routes import ModuleConfigs, RouteTableHolder
+from modhub.routes.calls import ModuleCalls
 from modhub.routes.sync import RouteSync
 from modhub.sandbox import ModuleRuntime, PoolLimits, WorkerPool
 from modhub.settings import Settings
+from modhub.store import DEFAULT_STORAGE_MB, ModuleStore
+from modhub.store.channel import StoreService
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Services:
     module_configs: ModuleConfigs
     sync: RouteSync
     jobs: JobRunner
+    store: ModuleStore
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -88,6 +93,16 @@ class Services:
                 ),
             )
 
+        store = ModuleStore(db)
+
+        @functools.lru_cache(maxsize=1024)  # a version's manifest never changes
+        def quota(module: str, version: str) -> int:
+            manifest = registry.version_info(module, version)[0]
+            megabytes = manifest.runtime.storage_mb or DEFAULT_STORAGE_MB
+            return min(megabytes, settings.max_module_storage_mb) * 1024 * 1024
+
+        pool.services["store"] = StoreService(store, quota).handle
+        pool.services["modules"] = ModuleCalls(registry, routes, pool, configs).handle
         sync = RouteSync(registry, routes, configs, runtime_for, pool.retire_soon)
         sync.load()
         registry.listeners.append(sync.on_change)
@@ -113,6 +128,7 @@ class Services:
                     retention=timedelta(days=settings.job_retention_days),
                 ),
             ),
+            store=store,
         )
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_module_memory_mb: int = Field(default=1024, ge=32, le=65_536)
     max_module_timeout_ms: int = Field(default=300_000, ge=1, le=600_000)
     max_module_concurrency: int = Field(default=64, ge=1, le=1_000)
+    max_module_storage_mb: int = Field(default=1024, ge=1, le=65_536)
     max_workers: int = Field(default=64, ge=1, le=10_000)
     worker_idle_seconds: float = Field(default=300.0, gt=0)
     job_concurrency: int = Field(default=8, ge=1, le=1000)

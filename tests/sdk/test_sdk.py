@@ -18,8 +18,10 @@ from modhub.sandbox import ModuleRuntime, WorkerPool
 from modhub.sdk import (
     HandlerNotFound,
     JobContext,
+    ModuleCalls,
     Request,
     Response,
+    Store,
     User,
     call_handler,
     load_handler,
@@ -75,6 +77,26 @@ def test_hello_falls_back_to_hello_without_config() -> None:
     assert response.json == {"message": "Hello, x!", "hasApiKey": False}
 
 
+def synced_store() -> Store:
+    """Return a store as the sync-inventory job leaves it."""
+    store = Store.in_memory()
+    context = JobContext(job="sync-inventory", scheduled_time=DUE, store=store)
+    assert run_job(VMWARE, "jobs/sync_inventory.py", context) == {"vms": 3, "poweredOn": 2}
+    return store
+
+
+def fake_core_auth(service: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Answer module calls as core-auth's GET /whoami would, for user rita."""
+    assert (service, op, args["module"], args["path"]) == (
+        "modules",
+        "call",
+        "core-auth",
+        "/whoami",
+    )
+    body = base64.b64encode(json.dumps({"username": "rita"}).encode()).decode()
+    return {"status": 200, "headers": {}, "body": body, "contentType": "application/json"}
+
+
 @pytest.mark.parametrize(
     ("state", "names"),
     [
@@ -91,26 +113,48 @@ def test_vmware_list_vms_filters_by_power_state(state: str | None, names: list[s
         query_lists={k: [v] for k, v in query.items()},
         config={"vcenterHost": "vc.example.com"},
     )
+    request.store = synced_store()
     response = call_handler(VMWARE, "handlers/list_vms.py", request)
     assert response.status == 200
     assert response.json["host"] == "vc.example.com"
     assert [vm["name"] for vm in response.json["items"]] == names
     assert response.json["total"] == len(names)
+    assert response.json["syncedAt"] == DUE.isoformat()
 
 
-def test_vmware_create_vm_answers_201_with_the_vm() -> None:
+def test_vmware_list_vms_before_the_first_sync_hints_at_it() -> None:
+    request = get("/vms")
+    request.store = Store.in_memory()
+    body = call_handler(VMWARE, "handlers/list_vms.py", request).json
+    assert (body["items"], body["total"], body["syncedAt"]) == ([], 0, None)
+    assert "sync-inventory" in body["hint"]
+
+
+def test_vmware_create_vm_keeps_the_vm_stamped_by_core_auth() -> None:
+    store = synced_store()
     body = json.dumps({"name": "web-03", "cpus": 4}).encode()
-    request = Request("POST", "/vms", body=body, headers={"content-type": "application/json"})
+    request = Request(
+        "POST",
+        "/vms",
+        body=body,
+        headers={"content-type": "application/json"},
+        store=store,
+        modules=ModuleCalls(fake_core_auth),
+    )
     response = call_handler(VMWARE, "handlers/create_vm.py", request)
-    assert isinstance(response, Response)
     assert response.status == 201
-    assert response.json == {
-        "id": "vm-new",
+    vm = response.json
+    assert vm["id"].startswith("vm-")
+    assert {k: v for k, v in vm.items() if k != "id"} == {
         "name": "web-03",
         "powerState": "poweredOff",
         "cpus": 4,
         "memoryMb": 1024,
+        "createdBy": "rita",
     }
+    assert store.get(f"vms/{vm['id']}") == vm
+    listed = call_handler(VMWARE, "handlers/list_vms.py", Request("GET", "/vms", store=store))
+    assert listed.json["total"] == 4
 
 
 @pytest.mark.parametrize("body", [b"", b'{"cpus": 2}', b'{"name": ""}'])
@@ -137,8 +181,7 @@ def test_hello_tick_job_reports_when_it_was_due() -> None:
 
 
 def test_vmware_sync_inventory_job_imports_its_sibling_file() -> None:
-    context = JobContext(job="sync-inventory", scheduled_time=DUE)
-    assert run_job(VMWARE, "jobs/sync_inventory.py", context) == {"vms": 3, "poweredOn": 2}
+    assert synced_store().get("vms/vm-201")["name"] == "db-01"
 
 
 # -- handler shapes ------------------------------------------------------------------------------
@@ -367,8 +410,8 @@ def test_a_worker_answers_as_call_handler_does(tmp_path: Path) -> None:
             get("/greet/Ada", path_params={"who": "Ada"}),
             {"greeting": "Hi"},
         ),
-        (VMWARE, "handlers/list_vms.py", get("/vms", query={"powerState": "poweredOff"}), {}),
-        (VMWARE, "handlers/create_vm.py", Request("POST", "/vms", body=b'{"name": "n"}'), {}),
+        (CORE_AUTH, "handlers/whoami.py", get("/whoami"), {}),
+        (VMWARE, "handlers/create_vm.py", Request("POST", "/vms", body=b'{"cpus": 1}'), {}),
     ]
 
     async def main() -> None:

@@ -23,6 +23,7 @@ from modhub.lifecycle.bundle import pack_folder
 from modhub.manifest.checks import value_problem
 from modhub.manifest.model import ConfigField
 from tests.conftest import PASSWORD, LiveServer
+from tests.lifecycle.conftest import wait_for
 
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 COMPONENT = "/ui/modules/vmware-vcenter/ui/pages/VMwareDashboard.js"
@@ -267,7 +268,18 @@ def test_configure_enable_open_and_disable_a_module(page: Page, console_server: 
     cascade.get_by_role("button", name="Cancel").click()
     expect(page.get_by_role("heading", name="Core Auth")).to_contain_text("ENABLED")
 
-    # The page's component is fetched only when the page opens, and lists the fake VMs.
+    # The sync job fills the module's store from its fake vCenter; the page lists the VMs.
+    token = page.evaluate("sessionStorage.getItem('modhub.token')")
+    api = {"Authorization": f"Bearer {token}"}
+    jobs = console_server.url + "/api/v1/modules/vmware-vcenter/jobs"
+    run = page.request.post(f"{jobs}/sync-inventory/run", headers=api).json()
+    runs = console_server.url + f"/api/v1/jobs/runs/{run['id']}"
+    wait_for(
+        lambda: page.request.get(runs, headers=api).json()["status"] == "succeeded",
+        what="the sync-inventory run",
+    )
+
+    # The page's component is fetched only when the page opens, and lists the stored VMs.
     assert component_fetches() == []
     with page.expect_request(lambda r: r.url.endswith("/api/v1/m/vmware-vcenter/vms")) as vms:
         sidebar(page).get_by_role("link", name="VMware").click()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,16 @@ from modhub.web import console_router, ui_api_router
 API_PREFIX = "/api/v1"
 
 
+async def _purge(svc: Services, interval: float = 60.0) -> None:
+    """Delete expired store keys now and then (readers never see them meanwhile)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(svc.store.purge_expired)
+        except Exception:  # a database hiccup: try again at the next interval
+            logging.getLogger("modhub.store").exception("purging expired keys failed")
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Return the modhub ASGI app; its services start with it unless given."""
     settings = services.settings if services else (settings or Settings())
@@ -30,7 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         svc: Services = services or Services.start(settings)
         app.state.services = svc
-        background = [asyncio.create_task(svc.sync.poll())]
+        background = [asyncio.create_task(svc.sync.poll()), asyncio.create_task(_purge(svc))]
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
         try:

@@ -247,3 +247,32 @@ class RunnerLease(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     seen_at: Mapped[datetime]
+
+
+# Keys sort bytewise on both databases ("C" collation on PostgreSQL, SQLite's BINARY).
+StoreKey = String(512).with_variant(String(512, collation="C"), "postgresql")
+
+
+class StoredValue(Base):
+    """One key of a module's store (by module name: it outlives versions)."""
+
+    __tablename__ = "module_store"
+
+    module: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(StoreKey, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # compact JSON
+    size: Mapped[int] = mapped_column(Integer)  # UTF-8 bytes of the key and the JSON
+    version: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+
+
+class StoreUsage(Base):
+    """What a module's store holds, kept with every write (no sum over the store per set);
+    its row is also the lock that orders one module's writes."""
+
+    __tablename__ = "module_store_usage"
+
+    module: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keys: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(Integer, default=0)

@@ -171,6 +171,12 @@ class Lifecycle:
                     "MODHUB_MAX_MODULE_CONCURRENCY",
                     settings.max_module_concurrency,
                 ),
+                (
+                    "storageMb",
+                    runtime.storage_mb,
+                    "MODHUB_MAX_MODULE_STORAGE_MB",
+                    settings.max_module_storage_mb,
+                ),
             )
             if value is not None and value > ceiling
         ]

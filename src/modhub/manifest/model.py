@@ -313,6 +313,7 @@ class Runtime(Model):
     memory_mb: Annotated[int, Field(ge=32, le=65_536)] | None = None
     timeout_ms: Annotated[int, Field(gt=0, le=600_000)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1_000)] | None = None
+    storage_mb: Annotated[int, Field(ge=1, le=65_536)] | None = None
     network: bool = False
 
 

@@ -1,5 +1,8 @@
-"""POST /vms: validate a VM request and answer what would be created (the inventory is fake)."""
+"""POST /vms: keep a new VM in the store, stamped with who created it (asked of core-auth)."""
 
+import uuid
+
+from handlers.inventory import VM_PREFIX
 from modhub.sdk import Response
 
 
@@ -8,11 +11,16 @@ def handler(request):
     name = body.get("name")
     if not isinstance(name, str) or not name:
         return Response(status=422, json={"error": "name is required"})
+    whoami = request.modules.call("core-auth", "GET", "/whoami")
+    if whoami.status != 200:
+        return Response(status=502, json={"error": f"core-auth answered {whoami.status}"})
     vm = {
-        "id": "vm-new",
+        "id": f"vm-{uuid.uuid4().hex[:8]}",
         "name": name,
         "powerState": "poweredOff",
         "cpus": int(body.get("cpus", 1)),
         "memoryMb": int(body.get("memoryMb", 1024)),
+        "createdBy": whoami.json["username"],
     }
+    request.store.set(VM_PREFIX + vm["id"], vm, if_version=0)
     return Response(status=201, json=vm)

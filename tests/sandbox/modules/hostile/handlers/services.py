@@ -62,16 +62,33 @@ def forge(request):
     frame has, a request id that is not ours, garbage; then a real call to see it answered."""
     fd = _protocol_out()
     frames = [
-        {"call": 10_001, "rid": 999_999, "service": "store", "op": "set",
-         "args": {"key": "k", "value": "forged", "module": "victim"}},
-        {"call": 10_002, "rid": request.request_id, "service": "store", "op": "set",
-         "args": {"key": "k", "value": "forged", "module": "victim"}, "module": "victim"},
+        {
+            "call": 10_001,
+            "rid": 999_999,
+            "service": "store",
+            "op": "set",
+            "args": {"key": "k", "value": "forged", "module": "victim"},
+        },
+        {
+            "call": 10_002,
+            "rid": request.request_id,
+            "service": "store",
+            "op": "set",
+            "args": {"key": "k", "value": "forged", "module": "victim"},
+            "module": "victim",
+        },
         {"call": 10_003, "rid": [1], "service": {"x": 1}, "op": None, "args": "nope"},
         {"call": "x", "rid": None},
         # Request ids are small numbers: one of these is this request's own.
         *(
-            {"call": 20_000 + rid, "rid": rid, "service": "store", "op": "set",
-             "args": {"key": "k", "value": "forged", "module": "victim"}, "module": "victim"}
+            {
+                "call": 20_000 + rid,
+                "rid": rid,
+                "service": "store",
+                "op": "set",
+                "args": {"key": "k", "value": "forged", "module": "victim"},
+                "module": "victim",
+            }
             for rid in range(1, 64)
         ),
     ]

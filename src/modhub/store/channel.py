@@ -1,0 +1,98 @@
+"""The store as a module service: what a worker's `request.store` calls reach.
+
+The module is the caller's, taken from the channel (`CallerContext.module`), never from the
+call's arguments; its quota comes from the calling version's manifest and the operator's
+ceiling. Each operation is one short transaction, run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from modhub.sandbox.channel import CallerContext
+from modhub.store.errors import InvalidValue
+from modhub.store.service import Entry, ModuleStore
+
+QuotaFor = Callable[[str, str], int]
+"""`quota(module, version)` → the bytes that module version may keep."""
+
+
+class StoreService:
+    """Answers store calls from module workers."""
+
+    def __init__(self, store: ModuleStore, quota: QuotaFor) -> None:
+        self.store = store
+        self.quota = quota
+
+    async def handle(self, context: CallerContext, op: str, args: dict[str, Any]) -> Any:
+        """Run one store operation for the calling module and return its JSON result."""
+        operation = getattr(self, f"_op_{op}", None)
+        if operation is None:
+            raise InvalidValue(f"the store has no operation '{op}'")
+        return await asyncio.to_thread(operation, context, args)
+
+    def _op_get_entry(self, context: CallerContext, args: dict[str, Any]) -> Any:
+        return public(self.store.get_entry(context.module, args.get("key")))  # type: ignore[arg-type]
+
+    def _op_set(self, context: CallerContext, args: dict[str, Any]) -> int:
+        return self.store.set(
+            context.module,
+            args.get("key"),  # type: ignore[arg-type]
+            args.get("value"),
+            ttl=_number(args, "ttl"),
+            if_version=_integer(args, "ifVersion"),
+            quota_bytes=self.quota(context.module, context.version),
+        )
+
+    def _op_delete(self, context: CallerContext, args: dict[str, Any]) -> bool:
+        return self.store.delete(
+            context.module,
+            args.get("key"),  # type: ignore[arg-type]
+            if_version=_integer(args, "ifVersion"),
+        )
+
+    def _op_list(self, context: CallerContext, args: dict[str, Any]) -> dict[str, Any]:
+        prefix, cursor = args.get("prefix", ""), args.get("cursor")
+        if not isinstance(prefix, str) or not (cursor is None or isinstance(cursor, str)):
+            raise InvalidValue("prefix and cursor are strings")
+        page = self.store.list(
+            context.module, prefix, limit=_integer(args, "limit") or 100, cursor=cursor
+        )
+        return {"items": [public(entry) for entry in page.items], "cursor": page.cursor}
+
+    def _op_incr(self, context: CallerContext, args: dict[str, Any]) -> int:
+        by = _integer(args, "by")
+        return self.store.incr(
+            context.module,
+            args.get("key"),  # type: ignore[arg-type]
+            1 if by is None else by,
+            quota_bytes=self.quota(context.module, context.version),
+        )
+
+
+def public(entry: Entry | None) -> dict[str, Any] | None:
+    """Return an entry as the SDK reads it (`modhub.sdk.Entry.of`)."""
+    if entry is None:
+        return None
+    return {
+        "key": entry.key,
+        "value": entry.value,
+        "version": entry.version,
+        "expiresAt": entry.expires_at.isoformat() if entry.expires_at else None,
+    }
+
+
+def _integer(args: dict[str, Any], name: str) -> int | None:
+    value = args.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidValue(f"'{name}' must be a whole number, not {value!r}")
+    return value
+
+
+def _number(args: dict[str, Any], name: str) -> float | None:
+    value = args.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidValue(f"'{name}' must be a number of seconds, not {value!r}")
+    return None if value is None else float(value)

@@ -1,0 +1,200 @@
+"""The module store on SQLite and PostgreSQL: values, versions, ttl, quotas, paging, and
+writes that race."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modhub.db import Database, upgrade
+from modhub.store import (
+    MAX_VALUE_BYTES,
+    InvalidKey,
+    InvalidValue,
+    ModuleStore,
+    QuotaExceeded,
+    Usage,
+    ValueTooLarge,
+    VersionConflict,
+)
+
+QUOTA = 64 * 1024 * 1024
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(db: Database, clock: Clock) -> ModuleStore:
+    return ModuleStore(db, clock)
+
+
+def test_set_get_versions_and_modules_apart(store: ModuleStore) -> None:
+    assert store.set("a", "k", {"x": [1, "é"]}, quota_bytes=QUOTA) == 1
+    assert store.set("a", "k", 2, quota_bytes=QUOTA) == 2
+    entry = store.get_entry("a", "k")
+    assert entry is not None
+    assert (entry.value, entry.version, entry.expires_at) == (2, 2, None)
+    assert store.get_entry("b", "k") is None
+    assert store.list("b").items == []
+
+
+def test_if_version(store: ModuleStore) -> None:
+    assert store.set("a", "k", 1, if_version=0, quota_bytes=QUOTA) == 1
+    with pytest.raises(VersionConflict, match="at version 1"):
+        store.set("a", "k", 2, if_version=0, quota_bytes=QUOTA)
+    with pytest.raises(VersionConflict):
+        store.delete("a", "k", if_version=5)
+    assert store.set("a", "k", 3, if_version=1, quota_bytes=QUOTA) == 2
+    assert store.delete("a", "k", if_version=2) is True
+    assert store.delete("a", "k") is False
+
+
+def test_a_key_expires_at_once_for_readers(store: ModuleStore, clock: Clock) -> None:
+    store.set("a", "session", "s", ttl=30, quota_bytes=QUOTA)
+    entry = store.get_entry("a", "session")
+    assert entry is not None
+    assert entry.expires_at == clock.now + timedelta(seconds=30)
+    clock.now += timedelta(seconds=31)
+    assert store.get_entry("a", "session") is None
+    assert store.list("a").items == []
+    assert store.set("a", "session", "t", if_version=0, quota_bytes=QUOTA) == 1  # absent again
+    store.set("a", "old", 1, ttl=1, quota_bytes=QUOTA)
+    clock.now += timedelta(seconds=2)
+    assert store.purge_expired() == 1
+    assert store.usage("a").keys == 1
+
+
+def test_incr(store: ModuleStore) -> None:
+    assert store.incr("a", "n", quota_bytes=QUOTA) == 1
+    assert store.incr("a", "n", 41, quota_bytes=QUOTA) == 42
+    store.set("a", "text", "x", quota_bytes=QUOTA)
+    with pytest.raises(InvalidValue, match="whole number"):
+        store.incr("a", "text", quota_bytes=QUOTA)
+
+
+@pytest.mark.parametrize(
+    ("key", "error"), [("", InvalidKey), ("k" * 513, InvalidKey), (7, InvalidKey)]
+)
+def test_bad_keys(store: ModuleStore, key: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        store.set("a", key, 1, quota_bytes=QUOTA)  # type: ignore[arg-type]
+
+
+def test_bad_values_change_nothing(store: ModuleStore) -> None:
+    store.set("a", "k", "kept", quota_bytes=QUOTA)
+    with pytest.raises(InvalidValue):
+        store.set("a", "k", float("nan"), quota_bytes=QUOTA)
+    with pytest.raises(InvalidValue):
+        store.set("a", "k", {1, 2}, quota_bytes=QUOTA)
+    with pytest.raises(ValueTooLarge):
+        store.set("a", "k", "x" * MAX_VALUE_BYTES, quota_bytes=QUOTA)
+    with pytest.raises(InvalidValue):
+        store.set("a", "k", 1, ttl=-1, quota_bytes=QUOTA)
+    entry = store.get_entry("a", "k")
+    assert entry is not None
+    assert (entry.value, entry.version) == ("kept", 1)
+
+
+def test_quota_counts_keys_and_values(store: ModuleStore) -> None:
+    store.set("a", "k1", "x" * 90, quota_bytes=100)  # 2 + 92 bytes
+    usage = store.usage("a")
+    assert usage == Usage(1, 94)
+    with pytest.raises(QuotaExceeded) as over:
+        store.set("a", "k2", "y" * 8, quota_bytes=100)  # 2 + 10 more: 106
+    assert "100 bytes" in over.value.detail
+    assert "94 bytes" in over.value.detail
+    assert store.usage("a") == usage
+    store.set("a", "k1", "small", quota_bytes=100)  # replacing shrinks it
+    assert store.usage("a") == Usage(1, 9)
+    store.set("a", "k1", "x" * 90, quota_bytes=100)
+    store.set("a", "k1", "x" * 80, quota_bytes=50)  # over a lowered limit: shrinking is fine
+    with pytest.raises(QuotaExceeded):
+        store.set("a", "k1", "x" * 81, quota_bytes=50)
+
+
+def test_list_pages_in_byte_order_on_both_databases(store: ModuleStore) -> None:
+    keys = ["b", "B", "a", "é", "a/1", "a/10", "a/2", "a_x", "a%", "Z"]
+    for key in keys:
+        store.set("a", key, key, quota_bytes=QUOTA)
+    seen, cursor = [], None
+    while True:
+        page = store.list("a", limit=3, cursor=cursor)
+        seen += [entry.key for entry in page.items]
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert seen == sorted(keys, key=lambda k: k.encode())
+    assert [e.key for e in store.list("a", "a/").items] == ["a/1", "a/10", "a/2"]
+    assert [e.key for e in store.list("a", "a_").items] == ["a_x"]
+    assert [e.key for e in store.list("a", "a%").items] == ["a%"]
+    with pytest.raises(InvalidValue):
+        store.list("a", limit=0)
+    with pytest.raises(InvalidValue):
+        store.list("a", cursor="%%%not-base64")
+
+
+def test_drop(store: ModuleStore) -> None:
+    store.set("a", "k", 1, quota_bytes=QUOTA)
+    store.set("a", "j", 2, quota_bytes=QUOTA)
+    store.set("b", "k", 1, quota_bytes=QUOTA)
+    assert store.drop("a") == Usage(2, 4)
+    assert store.list("a").items == []
+    assert store.usage("b") == Usage(1, 2)
+
+
+def test_concurrent_increments_lose_nothing(db: Database) -> None:
+    stores = [ModuleStore(db), ModuleStore(db)]  # as two processes would
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for _ in range(25):
+            stores[i % 2].incr("a", "n", quota_bytes=QUOTA)
+
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(work, range(8)))
+    entry = stores[0].get_entry("a", "n")
+    assert entry is not None
+    assert (entry.value, entry.version) == (200, 200)
+
+
+def test_one_of_many_if_absent_sets_wins(db: Database) -> None:
+    store = ModuleStore(db)
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> str:
+        barrier.wait()
+        try:
+            store.set("a", "leader", i, if_version=0, quota_bytes=QUOTA)
+        except VersionConflict:
+            return "lost"
+        return "won"
+
+    with ThreadPoolExecutor(8) as threads:
+        results = list(threads.map(claim, range(8)))
+    assert sorted(results) == ["lost"] * 7 + ["won"]
