@@ -4,13 +4,12 @@ writes that race."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from modhub.db import Database, upgrade
+from modhub.db import Database
 from modhub.store import (
     MAX_VALUE_BYTES,
     InvalidKey,
@@ -21,36 +20,7 @@ from modhub.store import (
     ValueTooLarge,
     VersionConflict,
 )
-
-QUOTA = 64 * 1024 * 1024
-
-
-class Clock:
-    """A clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    upgrade(database.engine)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(db: Database, clock: Clock) -> ModuleStore:
-    return ModuleStore(db, clock)
+from tests.store.conftest import QUOTA, Clock
 
 
 def test_set_get_versions_and_modules_apart(store: ModuleStore) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -275,4 +276,4 @@ class StoreUsage(Base):
 
     module: Mapped[str] = mapped_column(String(64), primary_key=True)
     keys: Mapped[int] = mapped_column(Integer, default=0)
-    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # a quota may pass 2 GiB

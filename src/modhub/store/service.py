@@ -4,7 +4,8 @@ Keys belong to a module *name*, so data outlives upgrades, rollbacks and restart
 write of one module takes that module's usage row first (`SELECT … FOR UPDATE` on
 PostgreSQL, `BEGIN IMMEDIATE` on SQLite): a module's writes are ordered, so `incr` and
 `if_version` need no retry loop, and the usage kept in that row is exact. Expired keys are
-invisible at once and deleted by `purge_expired`.
+invisible at once (readers, `usage` and the quota leave them out) and deleted by
+`purge_expired`. Every statement is built once, here, with bound parameters.
 """
 
 from __future__ import annotations
@@ -12,13 +13,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modhub.db import Database
@@ -35,21 +46,61 @@ MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 1024 * 1024
 DEFAULT_STORAGE_MB = 64
 MAX_PAGE = 1000
+MAX_TTL = 100 * 365 * 24 * 3600  # seconds: 100 years (a date must stay one)
 MB = 1024 * 1024
 
 _S = StoredValue.__table__.c
 _U = StoreUsage.__table__.c
-_LIVE = or_(_S.expires_at.is_(None), _S.expires_at > bindparam("now"))
-_GET = select(_S.key, _S.value, _S.version, _S.expires_at).where(
-    _S.module == bindparam("module"), _S.key == bindparam("key"), _LIVE
-)
-_ROW = select(_S.version, _S.size, _S.expires_at, _S.value).where(
-    _S.module == bindparam("module"), _S.key == bindparam("key")
-)
-_USAGE = select(_U["keys"], _U.bytes).where(_U.module == bindparam("module"))
+_MODULE: BindParameter[str] = bindparam("module")
+_KEY: BindParameter[str] = bindparam("key")
+_NOW: BindParameter[datetime] = bindparam("now")
+_LIVE = or_(_S.expires_at.is_(None), _S.expires_at > _NOW)
+_EXPIRED = and_(_S.module == _MODULE, _S.expires_at <= _NOW)
+_THIS = and_(_S.module == _MODULE, _S.key == _KEY)
+_ENTRY = (_S.key, _S.value, _S.version, _S.expires_at)
+
+_GET = select(*_ENTRY).where(_THIS, _LIVE)
+_GONE = select(func.count(), func.coalesce(func.sum(_S.size), 0)).where(_EXPIRED)
+_USAGE = select(
+    _U["keys"] - _GONE.with_only_columns(func.count()).scalar_subquery(),
+    _U.bytes - _GONE.with_only_columns(func.coalesce(func.sum(_S.size), 0)).scalar_subquery(),
+).where(_U.module == _MODULE)
+_LOCK = select(_U["keys"], _U.bytes).where(_U.module == _MODULE).with_for_update()
+_MAKE_USAGE = {
+    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(StoreUsage)
+    .values(module=_MODULE, keys=0, bytes=0)
+    .on_conflict_do_nothing()
+    for dialect in (postgresql, sqlite)
+}
+_ROW = select(_S.version, _S.size, _S.expires_at).where(_THIS)
+_ROW_VALUE = _ROW.add_columns(_S.value)
 _INSERT = insert(StoredValue)
 _UPDATE = update(StoredValue).where(_S.module == bindparam("m"), _S.key == bindparam("k"))
+_DELETE = delete(StoredValue).where(_THIS)
+_GONE_BUT = _GONE.where(_S.key != _KEY)
+_DELETE_EXPIRED = delete(StoredValue).where(_EXPIRED, _S.key != _KEY)
+_DELETE_ALL = delete(StoredValue).where(_S.module == _MODULE)
 _SET_USAGE = update(StoreUsage).where(_U.module == bindparam("m"))
+_DROP_USAGE = delete(StoreUsage).where(_U.module == _MODULE)
+_EXPIRING_MODULES = select(_S.module).where(_S.expires_at <= _NOW).distinct()
+
+
+def _page(lower: Any, upper: bool) -> Any:
+    query = select(*_ENTRY).where(_S.module == _MODULE, _LIVE, lower)
+    if upper:
+        query = query.where(_S.key < bindparam("high"))
+    return query.order_by(_S.key).limit(bindparam("limit"))
+
+
+# (starts after a cursor, has an upper bound) → its statement; without a cursor the lower
+# bound is the prefix itself, inclusive
+_LIST = {
+    (after, upper): _page(
+        _S.key > bindparam("after") if after else _S.key >= bindparam("low"), upper
+    )
+    for after in (False, True)
+    for upper in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -78,50 +129,55 @@ class ModuleStore:
     def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.clock = clock
-        # Core connections, not ORM sessions: a set is four statements, and a session's
-        # overhead doubled it. SQLite's writes start with BEGIN IMMEDIATE (db/database.py).
+        # Core connections, not ORM sessions: a session's overhead doubled a set. SQLite's
+        # writes start with BEGIN IMMEDIATE (db/database.py), so they are already ordered.
         self._writer = db.engine.execution_options(immediate=True)
+        self._postgres = db.dialect == "postgresql"
+        # A read is one statement: on PostgreSQL, no BEGIN and ROLLBACK round trips for it.
+        self._reader = (
+            db.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._postgres
+            else db.engine
+        )
 
     # -- reading -----------------------------------------------------------------------------
 
     def get_entry(self, module: str, key: str) -> Entry | None:
         """Return the live entry of `key`, or None."""
         _check_key(key)
-        with self.db.query() as connection:
-            row = connection.execute(_GET, {"module": module, "key": key, "now": self.clock()})
-            found = row.first()
+        with self._reader.connect() as connection:
+            found = connection.execute(
+                _GET, {"module": module, "key": key, "now": self.clock()}
+            ).first()
         return None if found is None else Entry(found[0], json.loads(found[1]), *found[2:])
 
     def list(
         self, module: str, prefix: str = "", *, limit: int = 100, cursor: str | None = None
     ) -> Page:
-        """Return up to `limit` live entries whose keys start with `prefix`, in key order."""
-        if not isinstance(prefix, str):
-            raise InvalidValue("the prefix must be a string")
+        """Return up to `limit` live entries whose keys start with `prefix`, in key order
+        (by code point, which is UTF-8 byte order, on both databases)."""
+        if not isinstance(prefix, str) or "\x00" in prefix or not _encodable(prefix):
+            raise InvalidValue(f"prefix must be a string of valid Unicode without NUL: {prefix!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidValue(f"limit must be a whole number from 1 to {MAX_PAGE}")
+            raise InvalidValue(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
         after = _decode_cursor(cursor) if cursor is not None else None
-        query = (
-            select(_S.key, _S.value, _S.version, _S.expires_at)
-            .where(_S.module == module, _LIVE)
-            .order_by(_S.key)
-            .limit(limit + 1)
-        )
-        if prefix:
-            query = query.where(_S.key >= prefix, func.substr(_S.key, 1, len(prefix)) == prefix)
-        if after is not None:
-            query = query.where(_S.key > after)
-        with self.db.query() as connection:
-            rows = connection.execute(query, {"now": self.clock()}).all()
+        use_after = after is not None and after >= prefix
+        high = _successor(prefix) if prefix else None
+        params: dict[str, Any] = {"module": module, "now": self.clock(), "limit": limit + 1}
+        params["after" if use_after else "low"] = after if use_after else prefix
+        if high is not None:
+            params["high"] = high
+        with self._reader.connect() as connection:
+            rows = connection.execute(_LIST[use_after, high is not None], params).all()
         items = [Entry(r[0], json.loads(r[1]), r[2], r[3]) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, _encode_cursor(items[-1].key) if more else None)
 
     def usage(self, module: str) -> Usage:
-        """Return how many keys and bytes the module keeps (expired keys until purged)."""
-        with self.db.query() as connection:
-            found = connection.execute(_USAGE, {"module": module}).first()
-        return Usage(0, 0) if found is None else Usage(found[0], found[1])
+        """Return how many live keys the module keeps and their bytes (key + JSON value)."""
+        with self._reader.connect() as connection:
+            found = connection.execute(_USAGE, {"module": module, "now": self.clock()}).first()
+        return Usage(0, 0) if found is None else Usage(int(found[0]), int(found[1]))
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -135,165 +191,195 @@ class ModuleStore:
         if_version: int | None = None,
         quota_bytes: int,
     ) -> int:
-        """Store `value` under `key`; return its new version."""
+        """Store `value` under `key` (without `ttl`, it never expires); return its version."""
         _check_key(key)
         data = _encode(key, value)
+        _check_version(if_version)
         if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
         ):
-            raise InvalidValue(f"ttl must be a positive number of seconds, not {ttl!r}")
+            raise InvalidValue(
+                f"ttl must be a number of seconds above 0, at most {MAX_TTL}: {ttl!r}"
+            )
         with self._writer.begin() as session:
             now = self.clock()
             expires = now + timedelta(seconds=ttl) if ttl is not None else None
-            return self._put(session, module, key, data, expires, if_version, quota_bytes, now)
+            usage = self._lock(session, module)
+            row = session.execute(_ROW, {"module": module, "key": key}).first()
+            current = row[0] if row is not None and _live(row[2], now) else 0
+            _expect(key, if_version, current)
+            old = row[1] if row is not None else None
+            _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
+            return current + 1
 
     def incr(self, module: str, key: str, by: int = 1, *, quota_bytes: int) -> int:
-        """Add `by` to the integer under `key` (absent or expired: 0); return the result."""
+        """Add `by` to the integer under `key` (absent or expired: 0); return the result.
+        A ttl the key has is kept."""
         _check_key(key)
         if isinstance(by, bool) or not isinstance(by, int):
-            raise InvalidValue(f"incr takes a whole number, not {by!r}")
+            raise InvalidValue(f"incr's 'by' must be a whole number, not {by!r}")
         with self._writer.begin() as session:
             now = self.clock()
-            usage = _lock(session, module)
-            row = session.execute(_ROW, {"module": module, "key": key}).first()
-            current = 0
-            if row is not None and _live(row[2], now):
-                current = json.loads(row[3])
-                if isinstance(current, bool) or not isinstance(current, int):
-                    raise InvalidValue(f"'{key}' does not hold a whole number")
-            result = current + by
-            expires = row[2] if row is not None and _live(row[2], now) else None
-            self._put(
-                session, module, key, json.dumps(result), expires, None, quota_bytes, now, usage
-            )
+            usage = self._lock(session, module)
+            row = session.execute(_ROW_VALUE, {"module": module, "key": key}).first()
+            live = row is not None and _live(row[2], now)
+            number = json.loads(row[3]) if live and row is not None else 0
+            if isinstance(number, bool) or not isinstance(number, int):
+                raise InvalidValue(f"'{key}' does not hold a whole number, so incr cannot add")
+            result = number + by
+            data = _encode(key, result)
+            expires, current = (row[2], row[0]) if live and row is not None else (None, 0)
+            old = row[1] if row is not None else None
+            _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
             return result
 
     def delete(self, module: str, key: str, *, if_version: int | None = None) -> bool:
         """Delete `key`; return whether it existed (live)."""
         _check_key(key)
+        _check_version(if_version)
         with self._writer.begin() as session:
             now = self.clock()
-            keys, used = _lock(session, module)
+            keys, used = self._lock(session, module)
             row = session.execute(_ROW, {"module": module, "key": key}).first()
             live = row is not None and _live(row[2], now)
             _expect(key, if_version, row[0] if live and row is not None else 0)
             if row is None:
                 return False
-            session.execute(delete(StoredValue).where(_S.module == module, _S.key == key))
-            session.execute(
-                update(StoreUsage)
-                .where(_U.module == module)
-                .values(keys=keys - 1, bytes=used - row[1])
-            )
+            session.execute(_DELETE, {"module": module, "key": key})
+            session.execute(_SET_USAGE, {"m": module, "keys": keys - 1, "bytes": used - row[1]})
             return live
 
     def drop(self, module: str) -> Usage:
-        """Delete every key of `module`; return what went."""
+        """Delete every key of `module`; return the live keys and bytes that went (expired
+        ones go too, uncounted: no reader saw them any more)."""
         with self._writer.begin() as session:
-            keys, used = _lock(session, module)
-            session.execute(delete(StoredValue).where(_S.module == module))
-            session.execute(delete(StoreUsage).where(_U.module == module))
-        return Usage(keys, used)
+            keys, used = self._lock(session, module)
+            expired = session.execute(_GONE, {"module": module, "now": self.clock()}).one()
+            session.execute(_DELETE_ALL, {"module": module})
+            session.execute(_DROP_USAGE, {"module": module})
+        return Usage(keys - int(expired[0]), used - int(expired[1]))
 
     def purge_expired(self) -> int:
         """Delete the expired keys of every module; return how many went."""
         now = self.clock()
-        with self.db.query() as connection:
-            modules = (
-                connection.execute(select(_S.module).where(_S.expires_at <= now).distinct())
-                .scalars()
-                .all()
-            )
+        with self._reader.connect() as connection:
+            modules = connection.execute(_EXPIRING_MODULES, {"now": now}).scalars().all()
         purged = 0
         for module in modules:
             with self._writer.begin() as session:
-                keys, used = _lock(session, module)
-                expired = _S.module == module, _S.expires_at <= now
-                gone = session.execute(
-                    select(func.count(), func.coalesce(func.sum(_S.size), 0)).where(*expired)
-                ).one()
-                session.execute(delete(StoredValue).where(*expired))
-                session.execute(
-                    update(StoreUsage)
-                    .where(_U.module == module)
-                    .values(keys=keys - gone[0], bytes=used - gone[1])
-                )
-                purged += gone[0]
+                usage = self._lock(session, module)
+                purged += _purge(session, module, "", now, usage)[0]
         return purged
 
-    def _put(
-        self,
-        session: Connection,
-        module: str,
-        key: str,
-        data: str,
-        expires: datetime | None,
-        if_version: int | None,
-        quota_bytes: int,
-        now: datetime,
-        usage: tuple[int, int] | None = None,
-    ) -> int:
-        keys, used = usage if usage is not None else _lock(session, module)
-        row = session.execute(_ROW, {"module": module, "key": key}).first()
-        live = row is not None and _live(row[2], now)
-        current = row[0] if live and row is not None else 0
-        _expect(key, if_version, current)
-        size = len(key.encode()) + len(data.encode())
-        old = row[1] if row is not None else 0
-        total = used - old + size
-        if total > quota_bytes and size > old:
+    def _lock(self, session: Connection, module: str) -> tuple[int, int]:
+        """Take the module's usage row (made at its first write); return (keys, bytes)."""
+        params = {"module": module}
+        for _ in range(3):  # a drop between our insert and our lock removes the row again
+            found = session.execute(_LOCK, params).first()
+            if found is not None:
+                return int(found[0]), int(found[1])
+            session.execute(_MAKE_USAGE[session.dialect.name], params)
+        raise RuntimeError(f"the store's usage row of '{module}' keeps vanishing")
+
+
+def _put(
+    session: Connection,
+    module: str,
+    key: str,
+    data: str,
+    expires: datetime | None,
+    current: int,
+    old: int | None,
+    quota_bytes: int,
+    now: datetime,
+    usage: tuple[int, int],
+) -> None:
+    """Write `key` at version `current + 1` within the quota, and the module's usage."""
+    keys, used = usage
+    size = len(key.encode()) + len(data.encode())
+    total = used - (old or 0) + size
+    shrinks = current > 0 and old is not None and size <= old  # a live value made smaller
+    if total > quota_bytes and not shrinks:
+        # The row counts expired keys until they are purged; the quota does not.
+        keys, used = _purge(session, module, key, now, (keys, used))[1:]
+        total = used - (old or 0) + size
+        if total > quota_bytes:
+            live = used - (old or 0) if current == 0 and old is not None else used
             raise QuotaExceeded(
-                f"storing '{key}' would take the store to {total} bytes, over its limit of "
-                f"{quota_bytes} bytes ({quota_bytes / MB:.2f} MB); it holds {used} bytes "
-                f"({used / MB:.2f} MB) in {keys} keys"
+                f"storing '{key}' ({size} bytes) would take the store to {total} bytes, over "
+                f"its limit of {quota_bytes} bytes ({quota_bytes / MB:.2f} MB); it holds "
+                f"{live} bytes ({live / MB:.2f} MB)"
             )
-        values = {"value": data, "size": size, "version": current + 1, "expires_at": expires}
-        if row is None:
-            session.execute(_INSERT, {"module": module, "key": key, "updated_at": now, **values})
-        else:
-            session.execute(_UPDATE, {"m": module, "k": key, "updated_at": now, **values})
-        session.execute(_SET_USAGE, {"m": module, "keys": keys + (row is None), "bytes": total})
-        return current + 1
+    values = {"value": data, "size": size, "version": current + 1, "expires_at": expires}
+    if old is None:
+        session.execute(_INSERT, {"module": module, "key": key, "updated_at": now, **values})
+    else:
+        session.execute(_UPDATE, {"m": module, "k": key, "updated_at": now, **values})
+    session.execute(_SET_USAGE, {"m": module, "keys": keys + (old is None), "bytes": total})
 
 
-def _lock(session: Connection, module: str) -> tuple[int, int]:
-    """Take the module's usage row (made on its first write); return (keys, bytes)."""
-    dialect = session.dialect.name
-    make = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(StoreUsage)
-    session.execute(make.values(module=module, keys=0, bytes=0).on_conflict_do_nothing())
-    found = session.execute(_USAGE.with_for_update(), {"module": module}).one()
-    return int(found[0]), int(found[1])
+def _purge(
+    session: Connection, module: str, keep: str, now: datetime, usage: tuple[int, int]
+) -> tuple[int, int, int]:
+    """Delete the module's expired keys but `keep`, under its lock; return how many went and
+    the usage left."""
+    params = {"module": module, "key": keep, "now": now}
+    gone = session.execute(_GONE_BUT, params).one()
+    count, size = int(gone[0]), int(gone[1])
+    if count == 0:
+        return 0, *usage
+    session.execute(_DELETE_EXPIRED, params)
+    keys, used = usage[0] - count, usage[1] - size
+    session.execute(_SET_USAGE, {"m": module, "keys": keys, "bytes": used})
+    return count, keys, used
 
 
 def _live(expires: datetime | None, now: datetime) -> bool:
     return expires is None or expires > now
 
 
-def _expect(key: str, if_version: int | None, current: int) -> None:
-    if if_version is None:
-        return
-    if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0:
+def _check_version(if_version: int | None) -> None:
+    if if_version is not None and (
+        isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0
+    ):
         raise InvalidValue(f"if_version must be a whole number >= 0, not {if_version!r}")
-    if if_version != current:
-        state = "is absent" if current == 0 else f"is at version {current}"
-        raise VersionConflict(f"'{key}' {state}, not at version {if_version}")
+
+
+def _expect(key: str, if_version: int | None, current: int) -> None:
+    if if_version is not None and if_version != current:
+        state = "is absent (version 0)" if current == 0 else f"is at version {current}"
+        raise VersionConflict(f"'{key}' {state}, not at the expected version {if_version}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_key(key: Any) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"a key is a non-empty string, not {key!r}")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKey(f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8")
+    if not _encodable(key):
+        raise InvalidKey(f"key {key!r} is not valid Unicode (a lone surrogate)")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidKey(
+            f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8, not {len(key.encode())}"
+        )
     if "\x00" in key:
-        raise InvalidKey("a key may not contain NUL")
+        raise InvalidKey(f"key {key!r} contains NUL, which no key may")
 
 
 def _encode(key: str, value: Any) -> str:
     try:
         data = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
+        size = len(data.encode())
+    except (TypeError, ValueError, RecursionError) as exc:
+        # ValueError covers NaN and integers past Python's digit limit; UnicodeEncodeError
+        # (a ValueError) a lone surrogate in a string.
         raise InvalidValue(f"the value of '{key}' is not JSON: {exc}") from None
-    size = len(data.encode())
     if size > MAX_VALUE_BYTES:
         raise ValueTooLarge(
             f"the value of '{key}' is {size} bytes as JSON, over the {MAX_VALUE_BYTES} allowed"
@@ -301,12 +387,28 @@ def _encode(key: str, value: Any) -> str:
     return data
 
 
+def _successor(prefix: str) -> str | None:
+    """Return the first string after every string starting with `prefix`, or None."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    last = ord(stripped[-1]) + 1
+    return stripped[:-1] + chr(0xE000 if 0xD800 <= last < 0xE000 else last)
+
+
 def _encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode()
 
 
 def _decode_cursor(cursor: Any) -> str:
+    bad = InvalidValue(f"cursor {cursor!r} is not one this store gave")
+    if not isinstance(cursor, str) or not cursor:
+        raise bad
     try:
-        return base64.urlsafe_b64decode(str(cursor).encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidValue(f"cursor {cursor!r} is not one this store gave") from None
+        key = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
+        _check_key(key)
+    except (binascii.Error, UnicodeError, InvalidKey):
+        raise bad from None
+    if _encode_cursor(key) != cursor:
+        raise bad
+    return key

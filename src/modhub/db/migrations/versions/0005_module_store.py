@@ -37,7 +37,7 @@ def upgrade() -> None:
         "module_store_usage",
         sa.Column("module", sa.String(length=64), nullable=False),
         sa.Column("keys", sa.Integer(), nullable=False),
-        sa.Column("bytes", sa.Integer(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("module", name=op.f("pk_module_store_usage")),
     )
 
