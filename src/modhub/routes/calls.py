@@ -6,6 +6,7 @@ never from one worker to another: the target must be listed in the caller's
 route; the route's permissions are checked against the user of the original request, or,
 in a job, against the permissions the job's module declares. A chain is at most
 `MAX_CALL_DEPTH` calls deep, and each call gets what is left of the original deadline.
+Every refusal is a CallRefused whose detail says why.
 """
 
 from __future__ import annotations
@@ -14,14 +15,28 @@ import asyncio
 import base64
 import functools
 import json
+import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
+from modhub.auth import Principal
 from modhub.errors import CallRefused, ModhubError, NotFound
 from modhub.manifest import Manifest
 from modhub.registry import Registry
-from modhub.routes.dispatch import WITHHELD_REQUEST_HEADERS, ModuleConfigs
+from modhub.routes.dispatch import (
+    METHODS,
+    WITHHELD_REQUEST_HEADERS,
+    Answer,
+    ConfigSource,
+    checked_answer,
+    problem_answer,
+    route_payload,
+    runnable,
+    valid_header,
+)
 from modhub.routes.table import RouteTableHolder
 from modhub.sandbox import WorkerPool
 from modhub.sandbox.channel import MAX_CALL_DEPTH, CallerContext
@@ -29,117 +44,195 @@ from modhub.semver import satisfies
 
 CALLER_HEADER = "x-modhub-caller"
 DEPTH_HEADER = "x-modhub-call-depth"
+PLATFORM_HEADERS = "x-modhub-"  # set by the platform only: a caller's own are dropped
+MAX_PATH = 2048
+_BAD_PATH = re.compile(r"[\x00-\x20\x7f]")  # controls and spaces: not in a request line
 
 
 class ModuleCalls:
-    """Answers the "modules" service of module workers."""
+    """Answers the "modules" service of module workers (`handle` is its ServiceHandler)."""
 
     def __init__(
         self,
         registry: Registry,
         holder: RouteTableHolder,
         pool: WorkerPool,
-        configs: ModuleConfigs,
+        configs: ConfigSource,
+        *,
+        max_body_bytes: int = 1024 * 1024,
     ) -> None:
+        self.registry = registry
         self.holder = holder
         self.pool = pool
         self.configs = configs
-        self._manifest = functools.lru_cache(maxsize=1024)(
+        self.max_body_bytes = max_body_bytes
+        self._manifest = functools.lru_cache(maxsize=1024)(  # a version's manifest is fixed
             lambda name, version: registry.version_info(name, version)[0]
         )
 
     async def handle(self, context: CallerContext, op: str, args: dict[str, Any]) -> Any:
-        """Run `call`: one request to a route of a module the caller depends on."""
+        """Run `call`: one request to a route of a module the caller depends on, answered
+        as `{"status", "headers", "body" (base64), "contentType"}`."""
         if op != "call":
             raise CallRefused(f"the modules service has no operation '{op}'")
-        target, method, path = args.get("module"), args.get("method"), args.get("path")
-        if not (isinstance(target, str) and isinstance(method, str) and isinstance(path, str)):
-            raise CallRefused("a call needs a module, a method and a path")
+        call = _Call(args, self.max_body_bytes)
         caller = await asyncio.to_thread(self._manifest, context.module, context.version)
-        wanted = caller.dependencies.modules.get(target)
+        wanted = caller.dependencies.modules.get(call.target)
         if wanted is None:
             raise CallRefused(
-                f"'{context.module}' does not list '{target}' in dependencies.modules"
+                f"'{context.module}' does not list '{call.target}' in dependencies.modules"
             )
         if context.depth + 1 > MAX_CALL_DEPTH:
-            raise CallRefused(f"the call chain is deeper than {MAX_CALL_DEPTH} calls")
+            raise CallRefused(
+                f"the call chain is deeper than {MAX_CALL_DEPTH} calls "
+                f"({context.module} → {call.target} would be call {context.depth + 1})"
+            )
         left = context.deadline - time.monotonic()
         if left <= 0:
-            raise CallRefused("no time is left of the request that makes the call")
-        table = self.holder.table
-        routes = table.get(target)
+            raise CallRefused("no time is left of the request or job that makes the call")
+        table = self.holder.table  # this one table object serves the whole call
+        routes = table.get(call.target)
         if routes is None:
-            raise CallRefused(f"'{target}' is not enabled")
+            status = await asyncio.to_thread(self._status, call.target)
+            raise CallRefused(f"'{call.target}' is not enabled ({status})")
         if not satisfies(routes.version, wanted):
-            raise CallRefused(f"'{target}' is at {routes.version}, outside the declared {wanted}")
+            raise CallRefused(
+                f"'{call.target}' is at version {routes.version}, "
+                f"outside the declared range {wanted}"
+            )
         try:
-            route, params = table.match(target, method, path.split("?", 1)[0])
+            route, params = routes.match(call.method, call.segments)
+            runtime = runnable(routes, route)
         except NotFound:
-            raise CallRefused(f"'{target}' has no route {method.upper()} {path}") from None
-        except ModhubError as exc:
-            raise CallRefused(f"'{target}': {exc.detail}") from None
-        user = context.user or _acting_module(caller)
+            raise CallRefused(f"'{call.target}' has no route {call.method} {call.path}") from None
+        except ModhubError as exc:  # a method not allowed, a handler that cannot run
+            raise CallRefused(f"'{call.target}': {exc.detail}") from None
+        user = context.user
+        if user is None:
+            if context.job is None:
+                raise CallRefused("a call needs the user of a request or a job to act for")
+            user = _acting_module(caller)
+        principal = _principal(user)
         for permission in route.permissions:
-            if not _holds(user.get("permissions") or [], permission):
+            if not principal.can(permission):
                 raise CallRefused(
-                    f"{user.get('username')} lacks the permission '{permission}' "
-                    f"that {method.upper()} {path} of '{target}' requires"
+                    f"{principal.username} lacks the permission '{permission}' "
+                    f"that {call.method} {call.path} of '{call.target}' requires"
                 )
-        runtime = routes.runtime
-        if runtime is None or route.missing is not None:
-            raise CallRefused(f"'{target}' cannot run {method.upper()} {path}")
-        config = await asyncio.to_thread(self.configs.config_for_code, target)
+        try:
+            config = await asyncio.to_thread(self.configs.config_for_code, call.target)
+        except NotFound:
+            raise CallRefused(f"'{call.target}' is not installed") from None
+        limit_ms = max(1, int(min(left * 1000, runtime.timeout_ms)))
         request_id = str(uuid.uuid4())
-        payload: dict[str, Any] = {
-            "method": method.upper(),
-            "path": path,
-            "pathParams": params,
-            "query": _query(args.get("query")),
-            "headers": _headers(args.get("headers"), context),
-            "body": _body(args),
-            "user": user,
-            "requestId": request_id,
-        }
-        self.pool.logs[target].append(
-            f"called by {context.module} ({method.upper()} {path}, depth {context.depth + 1})"
+        payload = route_payload(
+            call.method,
+            call.path,
+            params,
+            call.query,
+            {
+                **call.headers,
+                CALLER_HEADER: context.module,
+                DEPTH_HEADER: str(context.depth + 1),
+            },
+            call.body,
+            user,
+            request_id,
         )
-        inner = CallerContext(
-            module=target,
-            version=routes.version,
+        inner = replace(
+            context.deeper(call.target, routes.version),
             user=user,
-            job=context.job,
-            deadline=context.deadline,
-            depth=context.depth + 1,
+            deadline=min(context.deadline, time.monotonic() + limit_ms / 1000),
             request_id=request_id,
+        )
+        self.pool.logs[call.target].append(
+            f"modhub: called by {context.module} ({call.method} {call.path}, "
+            f"call depth {inner.depth}, request {request_id})"
         )
         try:
             result = await self.pool.call(
-                runtime,
-                "route",
-                route.handler,
-                payload,
-                config,
-                timeout_ms=max(1, int(min(left * 1000, runtime.timeout_ms))),
-                context=inner,
+                runtime, "route", route.handler, payload, config, timeout_ms=limit_ms, context=inner
             )
-        except ModhubError as exc:  # the callee failed: an answer, as from outside
-            problem = {"title": exc.title, "status": exc.status, "detail": exc.detail}
-            return {
-                "status": exc.status,
-                "headers": {},
-                "body": base64.b64encode(json.dumps(problem).encode()).decode(),
-                "contentType": "application/problem+json",
-            }
-        return {
-            "status": result["status"],
-            "headers": result["headers"],
-            "body": base64.b64encode(result["body"]).decode(),
-            "contentType": result["contentType"],
-        }
+            answer = checked_answer(result, call.target)
+        except CallRefused:
+            raise
+        except ModhubError as exc:  # the callee failed: answered as to a request from outside
+            answer = problem_answer(exc, request_id)
+        return _encoded(answer)
+
+    def _status(self, name: str) -> str:
+        """Return a module's status for a refusal (blocking: in a thread)."""
+        try:
+            return self.registry.get(name).status
+        except NotFound:
+            return "not installed"
+
+
+class _Call:
+    """The checked arguments of one call (CallRefused names the first bad field)."""
+
+    def __init__(self, args: dict[str, Any], max_body_bytes: int) -> None:
+        target, method, path = args.get("module"), args.get("method"), args.get("path")
+        if not isinstance(target, str) or not target:
+            raise CallRefused("the call's 'module' must be a module name")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise CallRefused(f"the call's 'method' must be one of {', '.join(METHODS)}")
+        if not isinstance(path, str) or not path.startswith("/") or len(path) > MAX_PATH:
+            raise CallRefused(f"the call's 'path' must start with '/' (at most {MAX_PATH} chars)")
+        if _BAD_PATH.search(path):
+            raise CallRefused("the call's 'path' has a space or a control character")
+        self.target = target
+        self.method = method.upper()
+        raw, _, query_string = path.partition("?")
+        self.segments = [unquote(part) for part in raw[1:].split("/")] if raw != "/" else []
+        self.path = unquote(raw)
+        self.query = _query(query_string, args.get("query"))
+        self.headers = _headers(args.get("headers"))
+        self.body = b""
+        if "json" in args:
+            self.body = json.dumps(args["json"], separators=(",", ":")).encode()
+            self.headers["content-type"] = "application/json"
+        if len(self.body) > max_body_bytes:
+            raise CallRefused(f"the call's 'json' is over {max_body_bytes} bytes")
+
+
+def _query(query_string: str, query: Any) -> dict[str, list[str]]:
+    """Return the query lists of a call: its path's query string, then its `query`."""
+    lists: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        lists.setdefault(key, []).append(value)
+    if query is None:
+        return lists
+    if not isinstance(query, dict):
+        raise CallRefused("the call's 'query' must be an object of names to values")
+    for key, values in query.items():
+        values = values if isinstance(values, list) else [values]
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+            raise CallRefused(f"the call's query parameter '{key}' must be strings or numbers")
+        lists.setdefault(str(key), []).extend(str(v) for v in values)
+    return lists
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    """Return the caller's headers to forward: never credentials, hop-by-hop or x-modhub-*."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise CallRefused("the call's 'headers' must be an object of names to strings")
+    forwarded: dict[str, str] = {}
+    for name, value in headers.items():
+        if not valid_header(name, value):
+            raise CallRefused(f"the call's header {str(name)[:64]!r} is not a valid header")
+        key = name.lower()
+        if key in WITHHELD_REQUEST_HEADERS or key == "content-length":
+            continue
+        if not key.startswith(PLATFORM_HEADERS):
+            forwarded[key] = f"{forwarded[key]}, {value}" if key in forwarded else value
+    return forwarded
 
 
 def _acting_module(manifest: Manifest) -> dict[str, Any]:
-    """Return who a job's calls act as: its module, with the permissions it declares."""
+    """Return whom a job's calls act for: its module, with the permissions it declares."""
     return {
         "username": f"module:{manifest.name}",
         "role": "module",
@@ -147,31 +240,22 @@ def _acting_module(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def _holds(permissions: list[str], permission: str) -> bool:
-    scope = permission.split(":", 1)[0]
-    return bool({"*", permission, f"{scope}:*"} & set(permissions))
+def _principal(user: dict[str, Any]) -> Principal:
+    permissions = user.get("permissions")
+    return Principal(
+        str(user.get("username")),
+        str(user.get("role")),
+        frozenset(p for p in permissions if isinstance(p, str))
+        if isinstance(permissions, list)
+        else frozenset(),
+    )
 
 
-def _query(query: Any) -> dict[str, list[str]]:
-    if not isinstance(query, dict):
-        return {}
-    return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in query.items()}
-
-
-def _headers(headers: Any, context: CallerContext) -> dict[str, str]:
-    forwarded = {
-        str(k).lower(): str(v)
-        for k, v in (headers.items() if isinstance(headers, dict) else ())
-        if str(k).lower() not in WITHHELD_REQUEST_HEADERS
+def _encoded(answer: Answer) -> dict[str, Any]:
+    """Return an answer as the modules service sends it back to the caller's worker."""
+    return {
+        "status": answer.status,
+        "headers": {k: v for k, v in answer.headers.items() if k.lower() != "content-type"},
+        "body": base64.b64encode(answer.body).decode("ascii"),
+        "contentType": answer.content_type,
     }
-    forwarded[CALLER_HEADER] = context.module
-    forwarded[DEPTH_HEADER] = str(context.depth + 1)
-    if "json" in forwarded.get("content-type", "") or "content-type" not in forwarded:
-        forwarded.setdefault("content-type", "application/json")
-    return forwarded
-
-
-def _body(args: dict[str, Any]) -> str:
-    if "json" not in args:
-        return ""
-    return base64.b64encode(json.dumps(args["json"]).encode()).decode()

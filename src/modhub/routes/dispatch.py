@@ -26,13 +26,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modhub.api.problems import problem
+from modhub.api.problems import MEDIA_TYPE, problem
 from modhub.auth import Principal
 from modhub.db.models import Module
 from modhub.errors import BadWorkerResponse, Forbidden, HandlerMissing, ModhubError, NotFound
 from modhub.registry import Registry
 from modhub.registry import config as configs
-from modhub.routes.table import CompiledRoute, MethodNotAllowed, RouteTableHolder, split_path
+from modhub.routes.table import (
+    CompiledRoute,
+    MethodNotAllowed,
+    ModuleRoutes,
+    RouteTableHolder,
+    split_path,
+)
 
 if TYPE_CHECKING:
     from modhub.sandbox import ModuleRuntime
@@ -216,21 +222,16 @@ class ModuleDispatcher:
             module_segments(request, module),
         )
         admitted = _admit(*lookup) if self._inline else await run_in_threadpool(_admit, *lookup)
-        body = await request.body()
-        payload = {
-            "method": request.method,
-            "path": "/" + request.path_params.get("path", ""),
-            "pathParams": admitted.params,
-            "query": _query(request),
-            "headers": _forwarded_headers(request),
-            "body": base64.b64encode(body).decode("ascii"),
-            "user": {
-                "username": admitted.principal.username,
-                "role": admitted.principal.role,
-                "permissions": sorted(admitted.principal.permissions),
-            },
-            "requestId": request_id,
-        }
+        payload = route_payload(
+            request.method,
+            "/" + request.path_params.get("path", ""),
+            admitted.params,
+            _query(request),
+            _forwarded_headers(request),
+            await request.body(),
+            user_of(admitted.principal),
+            request_id,
+        )
         result = await svc.pool.call(
             admitted.runtime, "route", admitted.route.handler, payload, admitted.config
         )
@@ -251,15 +252,53 @@ def _admit(
     for permission in route.permissions:
         if not principal.can(permission):
             raise Forbidden(permission)
-    runtime = table[module].runtime
-    if route.missing is not None or runtime is None:
-        raise HandlerMissing(
-            route.missing or f"handler '{route.handler}' cannot run",
-            module=module,
-            handler=route.handler,
-        )
+    runtime = runnable(table[module], route)
     config = svc.module_configs.config_for_code(module)
     return _Admitted(route, params, principal, runtime, config)
+
+
+def runnable(routes: ModuleRoutes, route: CompiledRoute) -> ModuleRuntime:
+    """Return the runtime that runs `route` of `routes`; raise HandlerMissing if none can."""
+    if route.missing is not None or routes.runtime is None:
+        raise HandlerMissing(
+            route.missing or f"handler '{route.handler}' cannot run",
+            module=routes.name,
+            handler=route.handler,
+        )
+    return routes.runtime
+
+
+def user_of(principal: Principal) -> dict[str, Any]:
+    """Return the `user` of a route payload: who the request acts for."""
+    return {
+        "username": principal.username,
+        "role": principal.role,
+        "permissions": sorted(principal.permissions),
+    }
+
+
+def route_payload(
+    method: str,
+    path: str,
+    params: dict[str, str],
+    query: dict[str, list[str]],
+    headers: dict[str, str],
+    body: bytes,
+    user: dict[str, Any],
+    request_id: str,
+) -> dict[str, Any]:
+    """Return what a route handler's worker receives for one request (`path` decoded,
+    `headers` already without WITHHELD_REQUEST_HEADERS)."""
+    return {
+        "method": method,
+        "path": path,
+        "pathParams": params,
+        "query": query,
+        "headers": headers,
+        "body": base64.b64encode(body).decode("ascii"),
+        "user": user,
+        "requestId": request_id,
+    }
 
 
 def module_segments(request: Request, module: str) -> list[str]:
@@ -298,8 +337,29 @@ def _forwarded_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A worker's answer to a route request, checked: what the caller may be given."""
+
+    status: int
+    headers: dict[str, str]  # with its content-type, without DROPPED_RESPONSE_HEADERS
+    body: bytes  # empty for 204 and 304
+    content_type: str
+
+
 def to_response(result: dict[str, Any], module: str) -> Response:
     """Return the HTTP response for a worker's answer; raise BadWorkerResponse if it is bad."""
+    answer = checked_answer(result, module)
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type=answer.content_type,
+    )
+
+
+def checked_answer(result: dict[str, Any], module: str) -> Answer:
+    """Return a worker's answer checked; raise BadWorkerResponse if it is bad."""
     status = result.get("status")
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         raise BadWorkerResponse(
@@ -311,22 +371,25 @@ def to_response(result: dict[str, Any], module: str) -> Response:
     content_type = result.get("contentType") or "application/octet-stream"
     headers: dict[str, str] = {}
     for name, value in {"content-type": content_type, **(result.get("headers") or {})}.items():
-        if not _valid_header(name, value):
+        if not valid_header(name, value):
             raise BadWorkerResponse(
                 f"module '{module}' answered with an invalid header {str(name)[:64]!r}",
                 module=module,
             )
         if name.lower() not in DROPPED_RESPONSE_HEADERS:
             headers[name] = value
-    return Response(
-        content=b"" if status in _NO_BODY else body,
-        status_code=status,
-        headers=headers,
-        media_type=content_type,
-    )
+    return Answer(status, headers, b"" if status in _NO_BODY else body, content_type)
 
 
-def _valid_header(name: Any, value: Any) -> bool:
+def problem_answer(exc: ModhubError, request_id: str) -> Answer:
+    """Return the problem answer a request from outside gets for `exc`."""
+    extra = {**exc.extra, "requestId": request_id}
+    body = problem(exc.status, exc.title, exc.detail, exc.kind, errors=exc.errors, **extra).body
+    return Answer(exc.status, {"content-type": MEDIA_TYPE}, bytes(body), MEDIA_TYPE)
+
+
+def valid_header(name: Any, value: Any) -> bool:
+    """Return whether `name: value` can be sent as an HTTP header."""
     if not isinstance(name, str) or not isinstance(value, str):
         return False
     if not _HEADER_NAME.fullmatch(name) or _BAD_HEADER_VALUE.search(value):
