@@ -3,13 +3,10 @@ writes that race."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 
-from modhub.db import Database
 from modhub.store import (
     MAX_VALUE_BYTES,
     InvalidKey,
@@ -135,36 +132,3 @@ def test_drop(store: ModuleStore) -> None:
     assert store.drop("a") == Usage(2, 4)
     assert store.list("a").items == []
     assert store.usage("b") == Usage(1, 2)
-
-
-def test_concurrent_increments_lose_nothing(db: Database) -> None:
-    stores = [ModuleStore(db), ModuleStore(db)]  # as two processes would
-    barrier = threading.Barrier(8)
-
-    def work(i: int) -> None:
-        barrier.wait()
-        for _ in range(25):
-            stores[i % 2].incr("a", "n", quota_bytes=QUOTA)
-
-    with ThreadPoolExecutor(8) as threads:
-        list(threads.map(work, range(8)))
-    entry = stores[0].get_entry("a", "n")
-    assert entry is not None
-    assert (entry.value, entry.version) == (200, 200)
-
-
-def test_one_of_many_if_absent_sets_wins(db: Database) -> None:
-    store = ModuleStore(db)
-    barrier = threading.Barrier(8)
-
-    def claim(i: int) -> str:
-        barrier.wait()
-        try:
-            store.set("a", "leader", i, if_version=0, quota_bytes=QUOTA)
-        except VersionConflict:
-            return "lost"
-        return "won"
-
-    with ThreadPoolExecutor(8) as threads:
-        results = list(threads.map(claim, range(8)))
-    assert sorted(results) == ["lost"] * 7 + ["won"]

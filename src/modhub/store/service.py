@@ -81,7 +81,6 @@ _GONE_BUT = _GONE.where(_S.key != _KEY)
 _DELETE_EXPIRED = delete(StoredValue).where(_EXPIRED, _S.key != _KEY)
 _DELETE_ALL = delete(StoredValue).where(_S.module == _MODULE)
 _SET_USAGE = update(StoreUsage).where(_U.module == bindparam("m"))
-_DROP_USAGE = delete(StoreUsage).where(_U.module == _MODULE)
 _EXPIRING_MODULES = select(_S.module).where(_S.expires_at <= _NOW).distinct()
 
 
@@ -256,7 +255,9 @@ class ModuleStore:
             keys, used = self._lock(session, module)
             expired = session.execute(_GONE, {"module": module, "now": self.clock()}).one()
             session.execute(_DELETE_ALL, {"module": module})
-            session.execute(_DROP_USAGE, {"module": module})
+            # The row stays (at zero): a writer waiting on its lock must find it, never a
+            # deleted row (PostgreSQL's FOR UPDATE then skips it and reads nothing).
+            session.execute(_SET_USAGE, {"m": module, "keys": 0, "bytes": 0})
         return Usage(keys - int(expired[0]), used - int(expired[1]))
 
     def purge_expired(self) -> int:
@@ -274,12 +275,12 @@ class ModuleStore:
     def _lock(self, session: Connection, module: str) -> tuple[int, int]:
         """Take the module's usage row (made at its first write); return (keys, bytes)."""
         params = {"module": module}
-        for _ in range(3):  # a drop between our insert and our lock removes the row again
+        for _ in range(2):  # made once, never deleted: found at once or after the insert
             found = session.execute(_LOCK, params).first()
             if found is not None:
                 return int(found[0]), int(found[1])
             session.execute(_MAKE_USAGE[session.dialect.name], params)
-        raise RuntimeError(f"the store's usage row of '{module}' keeps vanishing")
+        raise RuntimeError(f"the store's usage row of '{module}' vanished")
 
 
 def _put(
