@@ -139,12 +139,16 @@ class World:
     runtimes: dict[str, ModuleRuntime]
     data_dir: Path
 
-    def serve(self, data: dict[str, Any]) -> None:
+    def serve(self, data: dict[str, Any], timeout_ms: int = 3000) -> None:
         """Put a manifest (at any version) in the route table, with the callee's code."""
         m = Manifest.model_validate(data)
         runtime = self.runtimes["callee"]
         runtime = ModuleRuntime(
-            name=m.name, version=m.version, code=runtime.code, env=runtime.env, timeout_ms=3000
+            name=m.name,
+            version=m.version,
+            code=runtime.code,
+            env=runtime.env,
+            timeout_ms=timeout_ms,
         )
         self.holder.update(lambda t: t.with_module(build_module_routes(m, runtime)))
 
@@ -377,14 +381,15 @@ def test_a_job_acts_as_its_module_with_only_its_declared_permissions(world: Worl
 
 
 def test_a_call_gets_only_the_time_its_request_has_left(world: World) -> None:
+    world.serve(CALLEE, timeout_ms=60_000)
     started = time.monotonic()
-    deadline = started + 1.5
+    deadline = started + 20
     _, (timeout_ms, inner, _) = answer(world, call_args(), deadline=deadline)
-    assert 0 < timeout_ms <= 1500  # not the callee's own 3000 ms
+    assert 0 < timeout_ms <= 20_000  # not the callee's own 60 s
     assert started < inner.deadline <= deadline
-    _, (timeout_ms, inner, _) = answer(world, call_args(), deadline=started + 100)
-    assert timeout_ms == 3000  # and never more than the callee's own timeout
-    assert inner.deadline < started + 100
+    _, (timeout_ms, inner, _) = answer(world, call_args(), deadline=started + 600)
+    assert timeout_ms == 60_000  # and never more than the callee's own timeout
+    assert inner.deadline < started + 600
 
 
 def test_a_callees_bad_answer_or_failure_is_a_problem_answer(world: World) -> None:
