@@ -57,8 +57,9 @@ class StoreService:
         prefix, cursor = args.get("prefix", ""), args.get("cursor")
         if not isinstance(prefix, str) or not (cursor is None or isinstance(cursor, str)):
             raise InvalidValue("prefix and cursor are strings")
+        limit = _integer(args, "limit")
         page = self.store.list(
-            context.module, prefix, limit=_integer(args, "limit") or 100, cursor=cursor
+            context.module, prefix, limit=100 if limit is None else limit, cursor=cursor
         )
         return {"items": [public(entry) for entry in page.items], "cursor": page.cursor}
 
@@ -95,4 +96,4 @@ def _number(args: dict[str, Any], name: str) -> float | None:
     value = args.get(name)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise InvalidValue(f"'{name}' must be a number of seconds, not {value!r}")
-    return None if value is None else float(value)
+    return value  # not float(): an integer too large for a float is the store's to refuse
