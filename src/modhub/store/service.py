@@ -10,10 +10,8 @@ invisible at once (readers, `usage` and the quota leave them out) and deleted by
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,19 +32,33 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from modhub.db import Database
 from modhub.db.models import StoredValue, StoreUsage, utcnow
-from modhub.store.errors import (
-    InvalidKey,
-    InvalidValue,
-    QuotaExceeded,
-    ValueTooLarge,
-    VersionConflict,
+from modhub.store.checks import (
+    MAX_KEY_BYTES,
+    MAX_PAGE,
+    MAX_TTL,
+    MAX_VALUE_BYTES,
+    check_key,
+    check_version,
+    decode_cursor,
+    encodable,
+    encode,
+    encode_cursor,
+    expect,
+    successor,
 )
+from modhub.store.errors import InvalidValue, QuotaExceeded
 
-MAX_KEY_BYTES = 512
-MAX_VALUE_BYTES = 1024 * 1024
-DEFAULT_STORAGE_MB = 64
-MAX_PAGE = 1000
-MAX_TTL = 100 * 365 * 24 * 3600  # seconds: 100 years (a date must stay one)
+__all__ = [  # the limits live in checks.py; importing them from here keeps working
+    "DEFAULT_STORAGE_MB",
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "Entry",
+    "ModuleStore",
+    "Page",
+    "Usage",
+]
+
+DEFAULT_STORAGE_MB = 64  # runtime.storageMb when the manifest says nothing
 MB = 1024 * 1024
 
 _S = StoredValue.__table__.c
@@ -74,6 +86,17 @@ _MAKE_USAGE = {
 }
 _ROW = select(_S.version, _S.size, _S.expires_at).where(_THIS)
 _ROW_VALUE = _ROW.add_columns(_S.value)
+# SQLite: BEGIN IMMEDIATE already holds the database's write lock, so the usage and the key's
+# row come in one statement (on PostgreSQL a join read after a lock wait could be stale).
+_BOTH = StoreUsage.__table__.outerjoin(
+    StoredValue.__table__, and_(_S.module == _U.module, _S.key == _KEY)
+)
+_JOINED = {
+    value: select(_U["keys"], _U.bytes, *(row.selected_columns))
+    .select_from(_BOTH)
+    .where(_U.module == _MODULE)
+    for value, row in ((False, _ROW), (True, _ROW_VALUE))
+}
 _INSERT = insert(StoredValue)
 _UPDATE = update(StoredValue).where(_S.module == bindparam("m"), _S.key == bindparam("k"))
 _DELETE = delete(StoredValue).where(_THIS)
@@ -81,6 +104,17 @@ _GONE_BUT = _GONE.where(_S.key != _KEY)
 _DELETE_EXPIRED = delete(StoredValue).where(_EXPIRED, _S.key != _KEY)
 _DELETE_ALL = delete(StoredValue).where(_S.module == _MODULE)
 _SET_USAGE = update(StoreUsage).where(_U.module == bindparam("m"))
+_WRITTEN = ("value", "size", "version", "expires_at", "updated_at")
+_UPSERT = postgresql.insert(StoredValue).values(
+    module=bindparam("m"), key=bindparam("k"), **{name: bindparam(name) for name in _WRITTEN}
+)
+# PostgreSQL: the key's row and the usage in one statement, one round trip fewer.
+_PUT_PG = _SET_USAGE.values(keys=bindparam("keys"), bytes=bindparam("bytes")).add_cte(
+    _UPSERT.on_conflict_do_update(
+        index_elements=[_S.module, _S.key],
+        set_={name: _UPSERT.excluded[name] for name in _WRITTEN},
+    ).cte("written")
+)
 _EXPIRING_MODULES = select(_S.module).where(_S.expires_at <= _NOW).distinct()
 
 
@@ -143,7 +177,7 @@ class ModuleStore:
 
     def get_entry(self, module: str, key: str) -> Entry | None:
         """Return the live entry of `key`, or None."""
-        _check_key(key)
+        check_key(key)
         with self._reader.connect() as connection:
             found = connection.execute(
                 _GET, {"module": module, "key": key, "now": self.clock()}
@@ -155,13 +189,13 @@ class ModuleStore:
     ) -> Page:
         """Return up to `limit` live entries whose keys start with `prefix`, in key order
         (by code point, which is UTF-8 byte order, on both databases)."""
-        if not isinstance(prefix, str) or "\x00" in prefix or not _encodable(prefix):
+        if not isinstance(prefix, str) or "\x00" in prefix or not encodable(prefix):
             raise InvalidValue(f"prefix must be a string of valid Unicode without NUL: {prefix!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidValue(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         use_after = after is not None and after >= prefix
-        high = _successor(prefix) if prefix else None
+        high = successor(prefix) if prefix else None
         params: dict[str, Any] = {"module": module, "now": self.clock(), "limit": limit + 1}
         params["after" if use_after else "low"] = after if use_after else prefix
         if high is not None:
@@ -170,7 +204,7 @@ class ModuleStore:
             rows = connection.execute(_LIST[use_after, high is not None], params).all()
         items = [Entry(r[0], json.loads(r[1]), r[2], r[3]) for r in rows[:limit]]
         more = len(rows) > limit
-        return Page(items, _encode_cursor(items[-1].key) if more else None)
+        return Page(items, encode_cursor(items[-1].key) if more else None)
 
     def usage(self, module: str) -> Usage:
         """Return how many live keys the module keeps and their bytes (key + JSON value)."""
@@ -191,9 +225,9 @@ class ModuleStore:
         quota_bytes: int,
     ) -> int:
         """Store `value` under `key` (without `ttl`, it never expires); return its version."""
-        _check_key(key)
-        data = _encode(key, value)
-        _check_version(if_version)
+        check_key(key)
+        data = encode(key, value)
+        check_version(if_version)
         if ttl is not None and (
             isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
         ):
@@ -203,10 +237,9 @@ class ModuleStore:
         with self._writer.begin() as session:
             now = self.clock()
             expires = now + timedelta(seconds=ttl) if ttl is not None else None
-            usage = self._lock(session, module)
-            row = session.execute(_ROW, {"module": module, "key": key}).first()
+            usage, row = self._locked_row(session, module, key)
             current = row[0] if row is not None and _live(row[2], now) else 0
-            _expect(key, if_version, current)
+            expect(key, if_version, current)
             old = row[1] if row is not None else None
             _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
             return current + 1
@@ -214,19 +247,18 @@ class ModuleStore:
     def incr(self, module: str, key: str, by: int = 1, *, quota_bytes: int) -> int:
         """Add `by` to the integer under `key` (absent or expired: 0); return the result.
         A ttl the key has is kept."""
-        _check_key(key)
+        check_key(key)
         if isinstance(by, bool) or not isinstance(by, int):
             raise InvalidValue(f"incr's 'by' must be a whole number, not {by!r}")
         with self._writer.begin() as session:
             now = self.clock()
-            usage = self._lock(session, module)
-            row = session.execute(_ROW_VALUE, {"module": module, "key": key}).first()
+            usage, row = self._locked_row(session, module, key, value=True)
             live = row is not None and _live(row[2], now)
             number = json.loads(row[3]) if live and row is not None else 0
             if isinstance(number, bool) or not isinstance(number, int):
                 raise InvalidValue(f"'{key}' does not hold a whole number, so incr cannot add")
             result = number + by
-            data = _encode(key, result)
+            data = encode(key, result)
             expires, current = (row[2], row[0]) if live and row is not None else (None, 0)
             old = row[1] if row is not None else None
             _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
@@ -234,14 +266,13 @@ class ModuleStore:
 
     def delete(self, module: str, key: str, *, if_version: int | None = None) -> bool:
         """Delete `key`; return whether it existed (live)."""
-        _check_key(key)
-        _check_version(if_version)
+        check_key(key)
+        check_version(if_version)
         with self._writer.begin() as session:
             now = self.clock()
-            keys, used = self._lock(session, module)
-            row = session.execute(_ROW, {"module": module, "key": key}).first()
+            (keys, used), row = self._locked_row(session, module, key)
             live = row is not None and _live(row[2], now)
-            _expect(key, if_version, row[0] if live and row is not None else 0)
+            expect(key, if_version, row[0] if live and row is not None else 0)
             if row is None:
                 return False
             session.execute(_DELETE, {"module": module, "key": key})
@@ -271,6 +302,22 @@ class ModuleStore:
                 usage = self._lock(session, module)
                 purged += _purge(session, module, "", now, usage)[0]
         return purged
+
+    def _locked_row(
+        self, session: Connection, module: str, key: str, value: bool = False
+    ) -> tuple[tuple[int, int], Sequence[Any] | None]:
+        """Take the module's usage row; return (keys, bytes) and the key's row if any:
+        (version, size, expires_at[, value])."""
+        params = {"module": module, "key": key}
+        if self._postgres:
+            usage = self._lock(session, module)
+            return usage, session.execute(_ROW_VALUE if value else _ROW, params).first()
+        for _ in range(2):
+            found = session.execute(_JOINED[value], params).first()
+            if found is not None:
+                return (int(found[0]), int(found[1])), None if found[2] is None else found[2:]
+            session.execute(_MAKE_USAGE["sqlite"], {"module": module})
+        raise RuntimeError(f"the store's usage row of '{module}' vanished")
 
     def _lock(self, session: Connection, module: str) -> tuple[int, int]:
         """Take the module's usage row (made at its first write); return (keys, bytes)."""
@@ -312,11 +359,15 @@ def _put(
                 f"{live} bytes ({live / MB:.2f} MB)"
             )
     values = {"value": data, "size": size, "version": current + 1, "expires_at": expires}
+    counts = {"keys": keys + (old is None), "bytes": total}
+    if session.dialect.name == "postgresql":
+        session.execute(_PUT_PG, {"m": module, "k": key, "updated_at": now, **values, **counts})
+        return
     if old is None:
         session.execute(_INSERT, {"module": module, "key": key, "updated_at": now, **values})
     else:
         session.execute(_UPDATE, {"m": module, "k": key, "updated_at": now, **values})
-    session.execute(_SET_USAGE, {"m": module, "keys": keys + (old is None), "bytes": total})
+    session.execute(_SET_USAGE, {"m": module, **counts})
 
 
 def _purge(
@@ -337,79 +388,3 @@ def _purge(
 
 def _live(expires: datetime | None, now: datetime) -> bool:
     return expires is None or expires > now
-
-
-def _check_version(if_version: int | None) -> None:
-    if if_version is not None and (
-        isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0
-    ):
-        raise InvalidValue(f"if_version must be a whole number >= 0, not {if_version!r}")
-
-
-def _expect(key: str, if_version: int | None, current: int) -> None:
-    if if_version is not None and if_version != current:
-        state = "is absent (version 0)" if current == 0 else f"is at version {current}"
-        raise VersionConflict(f"'{key}' {state}, not at the expected version {if_version}")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_key(key: Any) -> None:
-    if not isinstance(key, str) or not key:
-        raise InvalidKey(f"a key is a non-empty string, not {key!r}")
-    if not _encodable(key):
-        raise InvalidKey(f"key {key!r} is not valid Unicode (a lone surrogate)")
-    if len(key.encode()) > MAX_KEY_BYTES:
-        raise InvalidKey(
-            f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8, not {len(key.encode())}"
-        )
-    if "\x00" in key:
-        raise InvalidKey(f"key {key!r} contains NUL, which no key may")
-
-
-def _encode(key: str, value: Any) -> str:
-    try:
-        data = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        size = len(data.encode())
-    except (TypeError, ValueError, RecursionError) as exc:
-        # ValueError covers NaN and integers past Python's digit limit; UnicodeEncodeError
-        # (a ValueError) a lone surrogate in a string.
-        raise InvalidValue(f"the value of '{key}' is not JSON: {exc}") from None
-    if size > MAX_VALUE_BYTES:
-        raise ValueTooLarge(
-            f"the value of '{key}' is {size} bytes as JSON, over the {MAX_VALUE_BYTES} allowed"
-        )
-    return data
-
-
-def _successor(prefix: str) -> str | None:
-    """Return the first string after every string starting with `prefix`, or None."""
-    stripped = prefix.rstrip("\U0010ffff")
-    if not stripped:
-        return None
-    last = ord(stripped[-1]) + 1
-    return stripped[:-1] + chr(0xE000 if 0xD800 <= last < 0xE000 else last)
-
-
-def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_cursor(cursor: Any) -> str:
-    bad = InvalidValue(f"cursor {cursor!r} is not one this store gave")
-    if not isinstance(cursor, str) or not cursor:
-        raise bad
-    try:
-        key = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
-        _check_key(key)
-    except (binascii.Error, UnicodeError, InvalidKey):
-        raise bad from None
-    if _encode_cursor(key) != cursor:
-        raise bad
-    return key
