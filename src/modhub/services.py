@@ -14,6 +14,7 @@ from modhub.errors import ConfigurationError
 from modhub.jobs import JobLimits, JobRunner
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
+from modhub.lifecycle.service import storage_quota_bytes
 from modhub.manifest import Manifest
 from modhub.registry import Registry
 from modhub.routes import ModuleConfigs, RouteTableHolder
@@ -21,7 +22,7 @@ from modhub.routes.calls import ModuleCalls
 from modhub.routes.sync import RouteSync
 from modhub.sandbox import ModuleRuntime, PoolLimits, WorkerPool
 from modhub.settings import Settings
-from modhub.store import DEFAULT_STORAGE_MB, ModuleStore
+from modhub.store import ModuleStore
 from modhub.store.channel import StoreService
 
 
@@ -62,7 +63,8 @@ class Services:
             allow_direct_references=settings.pip_allow_direct_references,
         )
         operations = Operations(db, failpoint=settings.failpoint)
-        lifecycle = Lifecycle(registry, operations, settings)
+        store = ModuleStore(db)
+        lifecycle = Lifecycle(registry, operations, settings, store)
         recovered = recover(lifecycle)
         pool = WorkerPool(
             settings.data_dir,
@@ -93,13 +95,9 @@ class Services:
                 ),
             )
 
-        store = ModuleStore(db)
-
         @functools.lru_cache(maxsize=1024)  # a version's manifest never changes
         def quota(module: str, version: str) -> int:
-            manifest = registry.version_info(module, version)[0]
-            megabytes = manifest.runtime.storage_mb or DEFAULT_STORAGE_MB
-            return min(megabytes, settings.max_module_storage_mb) * 1024 * 1024
+            return storage_quota_bytes(registry.version_info(module, version)[0], settings)
 
         pool.services["store"] = StoreService(store, quota).handle
         pool.services["modules"] = ModuleCalls(registry, routes, pool, configs).handle

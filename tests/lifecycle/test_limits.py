@@ -45,6 +45,7 @@ def started(settings: Settings) -> Iterator[Services]:
         ("memoryMb", 65_536, "MODHUB_MAX_MODULE_MEMORY_MB (1024)"),
         ("timeoutMs", 600_000, "MODHUB_MAX_MODULE_TIMEOUT_MS (300000)"),
         ("maxConcurrency", 1_000, "MODHUB_MAX_MODULE_CONCURRENCY (64)"),
+        ("storageMb", 4_096, "MODHUB_MAX_MODULE_STORAGE_MB (1024)"),
     ],
 )
 def test_a_manifest_above_a_ceiling_is_valid_but_not_enabled(

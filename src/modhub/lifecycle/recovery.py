@@ -55,6 +55,7 @@ def recover(lifecycle: Lifecycle) -> list[str]:
             record(session, SYSTEM, "recovery.operation", op.module, operation=op.id, kind=op.kind)
             done.append(f"operation {op.id} ({op.kind} {op.module}) marked interrupted")
     starts = {op.module: op.detail.get("fromStatus") for op in interrupted}
+    keep_data = {op.module for op in interrupted if op.detail.get("keepData")}
     busy = {op.module for op in _running(lifecycle)}
     with db.read() as session:
         stuck = session.scalars(
@@ -65,7 +66,7 @@ def recover(lifecycle: Lifecycle) -> list[str]:
     for module in stuck:
         if module.name in busy:
             continue
-        done.append(_settle(lifecycle, module, starts.get(module.name)))
+        done.append(_settle(lifecycle, module, starts.get(module.name), module.name in keep_data))
     swept = _sweep(lifecycle, others_busy=bool(busy))
     if swept:
         with db.write() as session:
@@ -83,7 +84,7 @@ def _running(lifecycle: Lifecycle) -> list[Operation]:
         ]
 
 
-def _settle(lifecycle: Lifecycle, module: Module, start: str | None) -> str:
+def _settle(lifecycle: Lifecycle, module: Module, start: str | None, keep_data: bool) -> str:
     registry, name = lifecycle.registry, module.name
     note = "interrupted by a restart"
     if module.status == Status.INSTALLING:
@@ -99,8 +100,10 @@ def _settle(lifecycle: Lifecycle, module: Module, start: str | None) -> str:
         )
         return f"{name}: upgrade undone, back to {back} at {module.version}"
     registry.delete(name, actor=SYSTEM)
+    if not keep_data:
+        lifecycle.delete_data(name, lambda line: None)
     lifecycle.delete_files(name)
-    return f"{name}: removal completed"
+    return f"{name}: removal completed" + (", its stored data kept" if keep_data else "")
 
 
 def _sweep(lifecycle: Lifecycle, *, others_busy: bool) -> list[tuple[str | None, str]]:

@@ -24,20 +24,40 @@ from modhub.lifecycle.system import check_system
 from modhub.manifest import Manifest, load_manifest
 from modhub.registry import Registry, Status
 from modhub.registry import config as configs
-from modhub.registry.types import ModuleDetail, Plan
+from modhub.registry.types import ModuleDetail, Plan, RemovalPlan, StoredData
 from modhub.settings import Settings
+from modhub.store import DEFAULT_STORAGE_MB, ModuleStore
 
 T = TypeVar("T")
 Outcome = tuple[bool, Any, str]  # (done, result, operation id)
+MB = 1024 * 1024
+
+
+def quota_bytes(storage_mb: int | None, settings: Settings) -> int:
+    """Return the bytes a store may hold for a manifest's `runtime.storageMb` (None: the
+    default), capped by MODHUB_MAX_MODULE_STORAGE_MB."""
+    return min(storage_mb or DEFAULT_STORAGE_MB, settings.max_module_storage_mb) * MB
+
+
+def storage_quota_bytes(manifest: Manifest, settings: Settings) -> int:
+    """Return the bytes the module of `manifest` may keep in its store."""
+    return quota_bytes(manifest.runtime.storage_mb, settings)
 
 
 class Lifecycle:
     """Does the work behind every status change, on files, environments and the registry."""
 
-    def __init__(self, registry: Registry, operations: Operations, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        operations: Operations,
+        settings: Settings,
+        store: ModuleStore,
+    ) -> None:
         self.registry = registry
         self.operations = operations
         self.settings = settings
+        self.store = store
         self.layout = Layout(settings.data_dir)
         self.index = PackageIndex(
             index_url=settings.pip_index_url,
@@ -255,12 +275,17 @@ class Lifecycle:
 
     # -- removal ---------------------------------------------------------------------------
 
-    def remove(self, name: str, *, actor: str, dry_run: bool = False) -> Plan | Outcome:
-        """Disable, then delete a module's rows, config, files and environments."""
+    def remove(
+        self, name: str, *, actor: str, dry_run: bool = False, keep_data: bool = False
+    ) -> RemovalPlan | Outcome:
+        """Disable, then delete a module's rows, config, files, environments and (unless
+        `keep_data`) its store. A removal that fails before its rows go keeps the data."""
         plan = self.registry.delete(name, actor=actor, dry_run=True)
         if dry_run:
             assert plan is not None
-            return plan
+            usage = self.store.usage(name)
+            data = StoredData(keys=usage.keys, bytes=usage.bytes, kept=keep_data)
+            return RemovalPlan(dry_run=True, steps=plan.steps, data=data)
 
         def work(ctx: Context) -> None:
             if self.registry.get(name).status == Status.ENABLED:
@@ -271,10 +296,20 @@ class Lifecycle:
             ctx.checkpoint("removing")
             with ctx.step("delete-records"):
                 self.registry.delete(name, actor=actor)
+            if keep_data:
+                ctx.log(f"kept the module's stored data: {self.store.usage(name).keys} keys")
+            else:
+                with ctx.step("delete-data"):
+                    self.delete_data(name, ctx.log)
             with ctx.step("delete-files"):
                 self.delete_files(name)
 
-        return self._run("remove", name, actor, work)
+        return self._run("remove", name, actor, work, keepData=keep_data)
+
+    def delete_data(self, name: str, log: Callable[[str], None]) -> None:
+        """Delete every key a module keeps in its store."""
+        gone = self.store.drop(name)
+        log(f"deleted the module's stored data: {gone.keys} keys, {gone.bytes} bytes")
 
     def delete_files(self, name: str) -> None:
         """Delete every code folder and environment of a module."""

@@ -81,6 +81,28 @@ class Plan(Shape):
     steps: list[PlanStep]
 
 
+class StoredData(Shape):
+    keys: int = Field(description="Live keys in the module's store")
+    bytes: int = Field(description="Their size: UTF-8 key plus compact JSON value")
+    kept: bool = Field(description="true with keepData: the data stays for a later install")
+
+
+class RemovalPlan(Plan):
+    data: StoredData = Field(description="The module's store, deleted with it unless kept")
+
+
+class StorageUsage(Shape):
+    keys: int = Field(description="Live keys in the module's store")
+    bytes: int = Field(description="Their size: UTF-8 key plus compact JSON value")
+    limit_bytes: int = Field(
+        description="runtime.storageMb (default 64) capped by MODHUB_MAX_MODULE_STORAGE_MB"
+    )
+
+
+class ModuleView(ModuleDetail):
+    storage: StorageUsage = Field(description="What the module keeps in its store")
+
+
 class ConfigNote(Shape):
     key: str
     change: str = Field(description="added, removed, sealed or stays-sealed")
