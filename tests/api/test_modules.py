@@ -764,6 +764,7 @@ def test_delete_dry_run_answers_the_plan_and_keeps_the_module(
     assert response.json() == {
         "dryRun": True,
         "steps": [{"module": "keep", "from": "REGISTERED", "to": None}],
+        "data": {"keys": 0, "bytes": 0, "kept": False},
     }
     assert get(client, admin, "keep")["status"] == "REGISTERED"
 

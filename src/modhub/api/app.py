@@ -13,7 +13,7 @@ from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
 from modhub.api.redirects import RelativeRedirects
-from modhub.api.routers import auth, jobs, lifecycle, modules, system, tokens
+from modhub.api.routers import auth, jobs, lifecycle, modules, store, system, tokens
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         jobs.router,
         lifecycle.router,
         modules.router,
+        store.router,
         system.router,
         tokens.router,
     ):

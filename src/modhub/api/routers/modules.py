@@ -13,8 +13,19 @@ from modhub.api.deps import ServicesDep, lookup, require
 from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
+from modhub.lifecycle.service import quota_bytes
 from modhub.registry import Status
-from modhub.registry.types import ConfigView, ModuleDetail, ModulePage, Plan, Shape
+from modhub.registry.types import (
+    ConfigView,
+    ModuleDetail,
+    ModulePage,
+    ModuleView,
+    Plan,
+    RemovalPlan,
+    Shape,
+    StorageUsage,
+)
+from modhub.services import Services
 
 router = APIRouter(prefix="/modules", tags=["modules"])
 Reader = Annotated[Principal, Depends(require(Permission.MODULES_READ))]
@@ -22,6 +33,9 @@ Writer = Annotated[Principal, Depends(require(Permission.MODULES_WRITE))]
 Admin = Annotated[Principal, Depends(require(Permission.MODULES_ADMIN))]
 Cascade = Annotated[bool, Query(description="Also change dependencies or dependents")]
 DryRun = Annotated[bool, Query(alias="dryRun", description="Answer with the plan only")]
+KeepData = Annotated[
+    bool, Query(alias="keepData", description="Keep the module's store for a later install")
+]
 MAX_OFFSET = 2**31 - 1
 MAX_DEPTH = 64
 
@@ -108,10 +122,21 @@ def validate(body: ManifestBody, svc: ServicesDep, _principal: Reader) -> Valida
     return ValidationOut.model_validate(svc.registry.validate(body.manifest).public())
 
 
+def _view(svc: Services, name: str) -> ModuleView:
+    detail = svc.registry.get(name)
+    usage = svc.store.usage(name)  # the module's usage row: one indexed lookup
+    runtime = detail.manifest.get("runtime") or {}
+    megabytes = runtime.get("storageMb") if isinstance(runtime, dict) else None
+    limit = quota_bytes(megabytes if isinstance(megabytes, int) else None, svc.settings)
+    storage = StorageUsage(keys=usage.keys, bytes=usage.bytes, limit_bytes=limit)
+    return ModuleView(**dict(detail), storage=storage)
+
+
 @router.get("/{name}", responses=responses(401, 403, 404))
-async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleDetail:
-    """Return a module with its manifest, config, dependencies, dependents and versions."""
-    return await lookup(svc, svc.registry.get, name)
+async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleView:
+    """Return a module with its manifest, config, dependencies, dependents, versions and
+    the use of its store."""
+    return await lookup(svc, _view, svc, name)
 
 
 @router.put("/{name}/status", responses={202: ACCEPTED, **responses(401, 403, 404, 409, 422)})
@@ -147,19 +172,27 @@ def set_config(name: str, body: ConfigBody, svc: ServicesDep, principal: Writer)
     status_code=204,
     response_model=None,
     responses={
-        200: {"model": Plan, "description": "The plan, with dryRun"},
+        200: {"model": RemovalPlan, "description": "The plan, with dryRun"},
         **responses(401, 403, 404, 409),
     },
 )
 def delete_module(
-    name: str, svc: ServicesDep, principal: Admin, dry_run: DryRun = False
+    name: str,
+    svc: ServicesDep,
+    principal: Admin,
+    dry_run: DryRun = False,
+    keep_data: KeepData = False,
 ) -> Response:
-    """Remove a module: disable it, then delete its rows, config, files and environments.
+    """Remove a module: disable it, then delete its rows, config, files, environments and,
+    unless `keepData=true`, its store.
 
     Refused while other modules depend on it; 202 with the operation when it takes long.
+    The dry-run plan says how many keys and bytes of stored data would go.
     """
-    result = svc.lifecycle.remove(name, actor=principal.username, dry_run=dry_run)
-    if isinstance(result, Plan):
+    result = svc.lifecycle.remove(
+        name, actor=principal.username, dry_run=dry_run, keep_data=keep_data
+    )
+    if isinstance(result, RemovalPlan):
         # The route's status is 204 (no body): a returned model would be sent as an
         # empty 204, so the plan is answered as an explicit 200.
         return JSONResponse(result.model_dump(mode="json"))
