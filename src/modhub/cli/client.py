@@ -242,15 +242,28 @@ def disable(
 
 
 @module_app.command("remove")
-def remove(name: str, dry_run: DryRun = False, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """Remove a module and all its versions."""
-    result = call("DELETE", url, token, f"/modules/{name}", params={"dryRun": str(dry_run).lower()})
+def remove(
+    name: str,
+    dry_run: DryRun = False,
+    keep_data: Annotated[
+        bool, typer.Option("--keep-data", help="Keep the module's stored data")
+    ] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Remove a module, all its versions and (unless --keep-data) its stored data."""
+    params = {"dryRun": str(dry_run).lower(), "keepData": str(keep_data).lower()}
+    result = call("DELETE", url, token, f"/modules/{name}", params=params)
     if dry_run:
-        out.print(f"would remove {name}")
+        data = result["data"]
+        fate = "keeping" if data["kept"] else "deleting"
+        out.print(
+            f"would remove {name}, {fate} its {data['keys']} stored keys ({data['bytes']} bytes)"
+        )
         return
     if is_operation(result):
         follow(result, url, token)
-    out.print(f"removed {name}")
+    out.print(f"removed {name}" + (", its stored data kept" if keep_data else ""))
 
 
 @config_app.command("set")
