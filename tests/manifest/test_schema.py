@@ -346,6 +346,7 @@ class Blocks:
                     "memoryMb": st.none() | self.either(st.integers(32, 65_536), st.just(16)),
                     "timeoutMs": st.none() | self.either(st.integers(1, 600_000), st.just(0)),
                     "maxConcurrency": st.none() | st.integers(1, 1_000),
+                    "storageMb": st.none() | self.either(st.integers(1, 65_536), st.just(0)),
                     "network": st.booleans(),
                 }
             ),
