@@ -110,7 +110,9 @@ export async function remove(name) {
   const { data: plan } = await request("DELETE", modulePath(name), { query: { dryRun: true } });
   const ok = await confirmPlan({
     title: `Remove ${name}?`,
-    intro: `${name} is removed with every version, its configuration and its files. This cannot be undone.`,
+    intro:
+      `${name} is removed with every version, its configuration, its files and its stored ` +
+      `data (${plan.data ? plan.data.keys : 0} keys). This cannot be undone.`,
     plan,
     module: name,
     confirmLabel: "Remove",

@@ -219,6 +219,7 @@ function overview(module) {
     definition([
       ["Author", module.author],
       ["License", module.license],
+      ["Storage", storage(module.storage)],
       ["Registered", timeEl(module.createdAt)],
       ["Updated", timeEl(module.updatedAt)],
       [
@@ -234,6 +235,20 @@ function overview(module) {
       ],
     ]),
   );
+}
+
+/** "N keys, X of Y MB": what the module keeps in its store, and its limit. */
+function storage(usage) {
+  if (!usage) return null;
+  const mb = (bytes) =>
+    bytes > 0 && bytes < 10486
+      ? "< 0.01"
+      : (bytes / 1048576).toLocaleString("en", { maximumFractionDigits: 2 });
+  const keys = `${usage.keys} ${usage.keys === 1 ? "key" : "keys"}`;
+  return h("span", {
+    class: "storage",
+    text: `${keys}, ${mb(usage.bytes)} of ${mb(usage.limitBytes)} MB`,
+  });
 }
 
 function dependencies(module) {
