@@ -100,7 +100,9 @@ class Services:
             return storage_quota_bytes(registry.version_info(module, version)[0], settings)
 
         pool.services["store"] = StoreService(store, quota).handle
-        pool.services["modules"] = ModuleCalls(registry, routes, pool, configs).handle
+        pool.services["modules"] = ModuleCalls(
+            registry, routes, pool, configs, max_body_bytes=settings.max_body_bytes
+        ).handle
         sync = RouteSync(registry, routes, configs, runtime_for, pool.retire_soon)
         sync.load()
         registry.listeners.append(sync.on_change)
