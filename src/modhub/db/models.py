@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -95,6 +96,8 @@ class ModuleVersion(Base):
     manifest: Mapped[dict[str, Any]]
     path: Mapped[str | None] = mapped_column(String(1024))
     files: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The installed code, packed, in `bundles` (any node can materialize it); None before 0006.
+    bundle_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     module: Mapped[Module] = relationship(back_populates="versions")
@@ -277,3 +280,53 @@ class StoreUsage(Base):
     module: Mapped[str] = mapped_column(String(64), primary_key=True)
     keys: Mapped[int] = mapped_column(Integer, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # a quota may pass 2 GiB
+
+
+class ClusterMeta(Base):
+    """Facts the whole cluster shares, by key (e.g. the secret key's check value)."""
+
+    __tablename__ = "cluster_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ClusterNode(Base):
+    """A modhub server process on some machine, as it last reported itself."""
+
+    __tablename__ = "cluster_nodes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(255))  # where it listens, if known
+    modhub_version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    # What it reports on each heartbeat: materialized modules, live workers, runs in flight.
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Bundle(Base):
+    """An installed module version's code, packed (tar.gz), content-addressed by sha256."""
+
+    __tablename__ = "bundles"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BundleChunk(Base):
+    """One piece of a bundle, in order (`seq` from 0), so no bundle is held whole in memory."""
+
+    __tablename__ = "bundle_chunks"
+
+    sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("bundles.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
