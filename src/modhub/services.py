@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from modhub.auth import AuthService
+from modhub.cluster.materialize import Materializer
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
@@ -43,6 +44,7 @@ class Services:
     sync: RouteSync
     jobs: JobRunner
     store: ModuleStore
+    materializer: Materializer
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -66,6 +68,10 @@ class Services:
         store = ModuleStore(db)
         lifecycle = Lifecycle(registry, operations, settings, store)
         recovered = recover(lifecycle)
+        # Versions installed before bundles were stored in the database: stored by the node
+        # that has their code; orphans of failed registrations and removals go after a day.
+        lifecycle.bundles.backfill(lifecycle.layout.code)
+        lifecycle.bundles.delete_unreferenced(older_than=timedelta(days=1))
         pool = WorkerPool(
             settings.data_dir,
             PoolLimits(max_workers=settings.max_workers, idle_seconds=settings.worker_idle_seconds),
@@ -76,6 +82,9 @@ class Services:
         def runtime_for(manifest: Manifest, code: Path | None) -> ModuleRuntime | None:
             if code is None:
                 return None  # a bare manifest: its routes answer 501
+            # This node's own copy (the row's path is the installing node's); absent, it is
+            # materialized from the database before a worker starts.
+            code = lifecycle.layout.code(manifest.name, manifest.version)
             # Enable and upgrade refuse limits above the operator's ceilings; these caps
             # also hold for a module enabled before a ceiling was lowered.
             limits, default = manifest.runtime, ModuleRuntime
@@ -103,7 +112,21 @@ class Services:
         pool.services["modules"] = ModuleCalls(
             registry, routes, pool, configs, max_body_bytes=settings.max_body_bytes
         ).handle
-        sync = RouteSync(registry, routes, configs, runtime_for, pool.retire_soon)
+        materializer = Materializer(
+            lifecycle,
+            served=lambda: {
+                name: served.version
+                for name, served in routes.table.items()
+                if served.runtime is not None
+            },
+        )
+        pool.prepare = materializer.ensure_runtime
+
+        def on_served(keep: dict[str, str]) -> None:
+            pool.retire_soon(keep)
+            materializer.wake()  # prefetch (when on) fetches what is served now
+
+        sync = RouteSync(registry, routes, configs, runtime_for, on_served)
         sync.load()
         registry.listeners.append(sync.on_change)
         return cls(
@@ -129,6 +152,7 @@ class Services:
                 ),
             ),
             store=store,
+            materializer=materializer,
         )
 
     def close(self) -> None:

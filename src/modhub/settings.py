@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     job_concurrency_per_module: int = Field(default=2, ge=1, le=100)
     job_retention_days: float = Field(default=30, gt=0)
     scheduler: bool = Field(default=True, description="Fire and execute jobs in this process")
+    prefetch: bool = Field(
+        default=False,
+        description="Materialize every enabled module at start-up and after each change",
+    )
     operation_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"

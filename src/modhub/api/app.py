@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         background = [asyncio.create_task(svc.sync.poll()), asyncio.create_task(_purge(svc))]
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
+        if svc.settings.prefetch:
+            background.append(asyncio.create_task(svc.materializer.prefetch()))
         try:
             yield
         finally:

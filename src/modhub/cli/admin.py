@@ -64,6 +64,14 @@ def serve(
         Path | None,
         typer.Option(help="On first start, install every module folder in this directory"),
     ] = None,
+    prefetch: Annotated[
+        bool,
+        typer.Option(
+            "--prefetch",
+            help="Materialize every enabled module at start-up and after each change "
+            "[default MODHUB_PREFETCH]",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API (and, on first start, create the admin account)."""
     import uvicorn
@@ -72,7 +80,7 @@ def serve(
     from modhub.api.protocol import server_options
 
     try:
-        settings = settings_for(data_dir, host=host, port=port)
+        settings = settings_for(data_dir, host=host, port=port, prefetch=prefetch or None)
         services = Services.start(settings)
     except ModhubError as exc:
         err.print(f"[red]error:[/] {escape(exc.detail)}")

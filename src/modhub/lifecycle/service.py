@@ -17,6 +17,7 @@ from modhub.lifecycle.bundle import (
     remove_tree,
     verify_tree,
 )
+from modhub.lifecycle.bundles import BundleStore
 from modhub.lifecycle.environment import PackageIndex, create_env, env_ready, remove_env
 from modhub.lifecycle.layout import Layout
 from modhub.lifecycle.operations import Context, Handle, Operations, staging_name
@@ -59,6 +60,7 @@ class Lifecycle:
         self.settings = settings
         self.store = store
         self.layout = Layout(settings.data_dir)
+        self.bundles = BundleStore(registry.db, self.layout.staging)
         self.index = PackageIndex(
             index_url=settings.pip_index_url,
             find_links=tuple(settings.pip_find_links),
@@ -90,10 +92,17 @@ class Lifecycle:
                 raise Conflict(
                     f"module '{name}' {version} is already registered", module=name, version=version
                 ) from None
+            sha256: str | None = None
             try:
+                # In the database before the version is: a version never refers to a bundle
+                # that is not there. A failure leaves at most an orphan, deleted right here.
+                sha256 = self.bundles.store(target)
                 detail = self.registry.register(data, actor=actor, path=str(target), files=files)
+                self.bundles.attach(name, version, sha256)
             except BaseException:
                 remove_tree(target)
+                if sha256 is not None:
+                    self.bundles.delete_unreferenced([sha256])
                 raise
             make_read_only(target)
             return detail
@@ -153,6 +162,9 @@ class Lifecycle:
         self.registry.transition(name, Status.DISABLED, actor=actor)
 
     def _build_env(self, ctx: Context, manifest: Manifest, env: Path) -> None:
+        self.build_env(manifest, env, ctx.log)
+
+    def build_env(self, manifest: Manifest, env: Path, log: Callable[[str], None]) -> None:
         """Build a module version's environment in the install sandbox. A folder already
         there is a leftover (an interrupted build, never a finished one): it goes first."""
         remove_env(env)
@@ -164,7 +176,7 @@ class Lifecycle:
             owner=manifest.name,
             source_builds=self.settings.pip_allow_source_builds,
             direct_references=self.settings.pip_allow_direct_references,
-            log=ctx.log,
+            log=log,
         )
 
     def check_ceilings(self, manifest: Manifest) -> None:
@@ -294,8 +306,11 @@ class Lifecycle:
             if self.registry.get(name).status != Status.REMOVING:
                 self.registry.transition(name, Status.REMOVING, actor=actor)
             ctx.checkpoint("removing")
+            shas = self.bundles.shas_of(name)
             with ctx.step("delete-records"):
                 self.registry.delete(name, actor=actor)
+            with ctx.step("delete-bundles"):
+                self.bundles.delete_unreferenced(shas)
             if keep_data:
                 ctx.log(f"kept the module's stored data: {self.store.usage(name).keys} keys")
             else:

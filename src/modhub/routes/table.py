@@ -308,7 +308,9 @@ def _missing(module: str, handler: str, runtime: ModuleRuntime | None) -> str | 
         )
     if not file.endswith(".py"):
         return f"handler '{handler}' of module '{module}' is not a Python file"
-    if not (runtime.code / file).is_file():
+    # A code folder not on this node yet is materialized before its worker starts (the
+    # handler files were checked when the version was registered).
+    if runtime.code.is_dir() and not (runtime.code / file).is_file():
         return f"handler file '{file}' of module '{module}' does not exist"
     return None
 

@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from modhub.sandbox.cgroups import Cgroups, Group
 from modhub.sandbox.channel import CallerContext, ServiceHandler, serve
 from modhub.sandbox.launch import (
     MAX_TASKS,
+    WORKER_SCRIPT,
     ModuleRuntime,
     command,
     descendants,
@@ -102,6 +103,9 @@ class WorkerPool:
         self.health: dict[str, Health] = collections.defaultdict(Health)
         self.output = ModuleOutput()
         self.services: dict[str, ServiceHandler] = {}  # "store", "modules": set by Services
+        # Awaited before a worker starts: brings the version's code and environment to this
+        # node when they are missing (set by Services: the cluster's materializer).
+        self.prepare: Callable[[ModuleRuntime], Awaitable[None]] | None = None
         self._next_id = 0
         self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reaper: asyncio.Task[None] | None = None
@@ -205,6 +209,10 @@ class WorkerPool:
                     module=runtime.name,
                     retryAfter=round(wait, 1),
                 )
+            if self.prepare is not None:
+                await self.prepare(runtime)
+            if not (self.runtime_dir / WORKER_SCRIPT).is_file():  # the data dir was deleted
+                await asyncio.to_thread(prepare_runtime, self.runtime_dir)
             await self._make_room()
             return await self._start(runtime)
 
