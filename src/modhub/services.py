@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from modhub.auth import AuthService
+from modhub.cluster.keycheck import verify_secret_key
 from modhub.cluster.materialize import Materializer
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
@@ -59,6 +60,11 @@ class Services:
                 "the database schema is not up to date: run `modhub db upgrade` first"
             )
         secret = settings.resolved_secret_key()
+        try:
+            verify_secret_key(db, secret)  # before anything reads a token or a secret
+        except ConfigurationError:
+            db.dispose()
+            raise
         registry = Registry(
             db,
             SecretBox(secret),
