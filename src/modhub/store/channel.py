@@ -2,7 +2,8 @@
 
 The module is the caller's, taken from the channel (`CallerContext.module`), never from the
 call's arguments; its quota comes from the calling version's manifest and the operator's
-ceiling. Each operation is one short transaction, run off the event loop.
+ceiling. Each operation is one short transaction, run off the event loop: reads in a
+thread, writes through the store's writer (store/writer.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class StoreService:
 
     async def handle(self, context: CallerContext, op: str, args: dict[str, Any]) -> Any:
         """Run one store operation for the calling module and return its JSON result."""
+        write = getattr(self, f"_write_{op}", None)
+        if write is not None:
+            return await write(context, args)
         operation = getattr(self, f"_op_{op}", None)
         if operation is None:
             raise InvalidValue(f"the store has no operation '{op}'")
@@ -36,8 +40,8 @@ class StoreService:
     def _op_get_entry(self, context: CallerContext, args: dict[str, Any]) -> Any:
         return public(self.store.get_entry(context.module, args.get("key")))  # type: ignore[arg-type]
 
-    def _op_set(self, context: CallerContext, args: dict[str, Any]) -> int:
-        return self.store.set(
+    async def _write_set(self, context: CallerContext, args: dict[str, Any]) -> int:
+        return await self.store.aset(
             context.module,
             args.get("key"),  # type: ignore[arg-type]
             args.get("value"),
@@ -46,8 +50,8 @@ class StoreService:
             quota_bytes=self.quota(context.module, context.version),
         )
 
-    def _op_delete(self, context: CallerContext, args: dict[str, Any]) -> bool:
-        return self.store.delete(
+    async def _write_delete(self, context: CallerContext, args: dict[str, Any]) -> bool:
+        return await self.store.adelete(
             context.module,
             args.get("key"),  # type: ignore[arg-type]
             if_version=_integer(args, "ifVersion"),
@@ -63,9 +67,9 @@ class StoreService:
         )
         return {"items": [public(entry) for entry in page.items], "cursor": page.cursor}
 
-    def _op_incr(self, context: CallerContext, args: dict[str, Any]) -> int:
+    async def _write_incr(self, context: CallerContext, args: dict[str, Any]) -> int:
         by = _integer(args, "by")
-        return self.store.incr(
+        return await self.store.aincr(
             context.module,
             args.get("key"),  # type: ignore[arg-type]
             1 if by is None else by,

@@ -5,7 +5,8 @@ write of one module takes that module's usage row first (`SELECT … FOR UPDATE`
 PostgreSQL, `BEGIN IMMEDIATE` on SQLite): a module's writes are ordered, so `incr` and
 `if_version` need no retry loop, and the usage kept in that row is exact. Expired keys are
 invisible at once (readers, `usage` and the quota leave them out) and deleted by
-`purge_expired`. Every statement is built once, here, with bound parameters.
+`purge_expired`. Writes go through `store/writer.py` (grouped into shared transactions on
+SQLite); the statements are in `store/statements.py`.
 """
 
 from __future__ import annotations
@@ -16,22 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BindParameter,
-    Connection,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
 from modhub.db import Database
-from modhub.db.models import StoredValue, StoreUsage, utcnow
+from modhub.db.models import utcnow
+from modhub.store import statements as sql
 from modhub.store.checks import (
     MAX_KEY_BYTES,
     MAX_PAGE,
@@ -47,6 +37,7 @@ from modhub.store.checks import (
     successor,
 )
 from modhub.store.errors import InvalidValue, QuotaExceeded
+from modhub.store.writer import GroupWrites, Write, Writes
 
 __all__ = [  # the limits live in checks.py; importing them from here keeps working
     "DEFAULT_STORAGE_MB",
@@ -60,80 +51,6 @@ __all__ = [  # the limits live in checks.py; importing them from here keeps work
 
 DEFAULT_STORAGE_MB = 64  # runtime.storageMb when the manifest says nothing
 MB = 1024 * 1024
-
-_S = StoredValue.__table__.c
-_U = StoreUsage.__table__.c
-_MODULE: BindParameter[str] = bindparam("module")
-_KEY: BindParameter[str] = bindparam("key")
-_NOW: BindParameter[datetime] = bindparam("now")
-_LIVE = or_(_S.expires_at.is_(None), _S.expires_at > _NOW)
-_EXPIRED = and_(_S.module == _MODULE, _S.expires_at <= _NOW)
-_THIS = and_(_S.module == _MODULE, _S.key == _KEY)
-_ENTRY = (_S.key, _S.value, _S.version, _S.expires_at)
-
-_GET = select(*_ENTRY).where(_THIS, _LIVE)
-_GONE = select(func.count(), func.coalesce(func.sum(_S.size), 0)).where(_EXPIRED)
-_USAGE = select(
-    _U["keys"] - _GONE.with_only_columns(func.count()).scalar_subquery(),
-    _U.bytes - _GONE.with_only_columns(func.coalesce(func.sum(_S.size), 0)).scalar_subquery(),
-).where(_U.module == _MODULE)
-_LOCK = select(_U["keys"], _U.bytes).where(_U.module == _MODULE).with_for_update()
-_MAKE_USAGE = {
-    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(StoreUsage)
-    .values(module=_MODULE, keys=0, bytes=0)
-    .on_conflict_do_nothing()
-    for dialect in (postgresql, sqlite)
-}
-_ROW = select(_S.version, _S.size, _S.expires_at).where(_THIS)
-_ROW_VALUE = _ROW.add_columns(_S.value)
-# SQLite: BEGIN IMMEDIATE already holds the database's write lock, so the usage and the key's
-# row come in one statement (on PostgreSQL a join read after a lock wait could be stale).
-_BOTH = StoreUsage.__table__.outerjoin(
-    StoredValue.__table__, and_(_S.module == _U.module, _S.key == _KEY)
-)
-_JOINED = {
-    value: select(_U["keys"], _U.bytes, *(row.selected_columns))
-    .select_from(_BOTH)
-    .where(_U.module == _MODULE)
-    for value, row in ((False, _ROW), (True, _ROW_VALUE))
-}
-_INSERT = insert(StoredValue)
-_UPDATE = update(StoredValue).where(_S.module == bindparam("m"), _S.key == bindparam("k"))
-_DELETE = delete(StoredValue).where(_THIS)
-_GONE_BUT = _GONE.where(_S.key != _KEY)
-_DELETE_EXPIRED = delete(StoredValue).where(_EXPIRED, _S.key != _KEY)
-_DELETE_ALL = delete(StoredValue).where(_S.module == _MODULE)
-_SET_USAGE = update(StoreUsage).where(_U.module == bindparam("m"))
-_WRITTEN = ("value", "size", "version", "expires_at", "updated_at")
-_UPSERT = postgresql.insert(StoredValue).values(
-    module=bindparam("m"), key=bindparam("k"), **{name: bindparam(name) for name in _WRITTEN}
-)
-# PostgreSQL: the key's row and the usage in one statement, one round trip fewer.
-_PUT_PG = _SET_USAGE.values(keys=bindparam("keys"), bytes=bindparam("bytes")).add_cte(
-    _UPSERT.on_conflict_do_update(
-        index_elements=[_S.module, _S.key],
-        set_={name: _UPSERT.excluded[name] for name in _WRITTEN},
-    ).cte("written")
-)
-_EXPIRING_MODULES = select(_S.module).where(_S.expires_at <= _NOW).distinct()
-
-
-def _page(lower: Any, upper: bool) -> Any:
-    query = select(*_ENTRY).where(_S.module == _MODULE, _LIVE, lower)
-    if upper:
-        query = query.where(_S.key < bindparam("high"))
-    return query.order_by(_S.key).limit(bindparam("limit"))
-
-
-# (starts after a cursor, has an upper bound) → its statement; without a cursor the lower
-# bound is the prefix itself, inclusive
-_LIST = {
-    (after, upper): _page(
-        _S.key > bindparam("after") if after else _S.key >= bindparam("low"), upper
-    )
-    for after in (False, True)
-    for upper in (False, True)
-}
 
 
 @dataclass(frozen=True)
@@ -164,8 +81,9 @@ class ModuleStore:
         self.clock = clock
         # Core connections, not ORM sessions: a session's overhead doubled a set. SQLite's
         # writes start with BEGIN IMMEDIATE (db/database.py), so they are already ordered.
-        self._writer = db.engine.execution_options(immediate=True)
         self._postgres = db.dialect == "postgresql"
+        writer = db.engine.execution_options(immediate=True)
+        self.writes: Writes = Writes(writer) if self._postgres else GroupWrites(writer)
         # A read is one statement: on PostgreSQL, no BEGIN and ROLLBACK round trips for it.
         self._reader = (
             db.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -180,7 +98,7 @@ class ModuleStore:
         check_key(key)
         with self._reader.connect() as connection:
             found = connection.execute(
-                _GET, {"module": module, "key": key, "now": self.clock()}
+                sql.GET, {"module": module, "key": key, "now": self.clock()}
             ).first()
         return None if found is None else Entry(found[0], json.loads(found[1]), *found[2:])
 
@@ -201,7 +119,7 @@ class ModuleStore:
         if high is not None:
             params["high"] = high
         with self._reader.connect() as connection:
-            rows = connection.execute(_LIST[use_after, high is not None], params).all()
+            rows = connection.execute(sql.LIST[use_after, high is not None], params).all()
         items = [Entry(r[0], json.loads(r[1]), r[2], r[3]) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1].key) if more else None)
@@ -209,10 +127,12 @@ class ModuleStore:
     def usage(self, module: str) -> Usage:
         """Return how many live keys the module keeps and their bytes (key + JSON value)."""
         with self._reader.connect() as connection:
-            found = connection.execute(_USAGE, {"module": module, "now": self.clock()}).first()
+            found = connection.execute(sql.USAGE, {"module": module, "now": self.clock()}).first()
         return Usage(0, 0) if found is None else Usage(int(found[0]), int(found[1]))
 
     # -- writing -----------------------------------------------------------------------------
+    # Each write has a blocking form (`set`) and an awaitable one (`aset`): both check their
+    # input at once, then run the same `Write` through `self.writes`.
 
     def set(
         self,
@@ -225,6 +145,73 @@ class ModuleStore:
         quota_bytes: int,
     ) -> int:
         """Store `value` under `key` (without `ttl`, it never expires); return its version."""
+        return self.writes.run(self._set(module, key, value, ttl, if_version, quota_bytes))
+
+    async def aset(
+        self,
+        module: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        quota_bytes: int,
+    ) -> int:
+        """`set`, awaited (the event loop never waits for the database)."""
+        return await self.writes.arun(self._set(module, key, value, ttl, if_version, quota_bytes))
+
+    def incr(self, module: str, key: str, by: int = 1, *, quota_bytes: int) -> int:
+        """Add `by` to the integer under `key` (absent or expired: 0); return the result.
+        A ttl the key has is kept."""
+        return self.writes.run(self._incr(module, key, by, quota_bytes))
+
+    async def aincr(self, module: str, key: str, by: int = 1, *, quota_bytes: int) -> int:
+        """`incr`, awaited."""
+        return await self.writes.arun(self._incr(module, key, by, quota_bytes))
+
+    def delete(self, module: str, key: str, *, if_version: int | None = None) -> bool:
+        """Delete `key`; return whether it existed (live)."""
+        return self.writes.run(self._delete(module, key, if_version))
+
+    async def adelete(self, module: str, key: str, *, if_version: int | None = None) -> bool:
+        """`delete`, awaited."""
+        return await self.writes.arun(self._delete(module, key, if_version))
+
+    def drop(self, module: str) -> Usage:
+        """Delete every key of `module`; return the live keys and bytes that went (expired
+        ones go too, uncounted: no reader saw them any more)."""
+
+        def write(session: Connection) -> Usage:
+            keys, used = self._lock(session, module)
+            expired = session.execute(sql.GONE, {"module": module, "now": self.clock()}).one()
+            session.execute(sql.DELETE_ALL, {"module": module})
+            # The row stays (at zero): a writer waiting on its lock must find it, never a
+            # deleted row (PostgreSQL's FOR UPDATE then skips it and reads nothing).
+            session.execute(sql.SET_USAGE, {"m": module, "keys": 0, "bytes": 0})
+            return Usage(keys - int(expired[0]), used - int(expired[1]))
+
+        return self.writes.run(write)
+
+    def purge_expired(self) -> int:
+        """Delete the expired keys of every module; return how many went."""
+        now = self.clock()
+        with self._reader.connect() as connection:
+            modules = connection.execute(sql.EXPIRING_MODULES, {"now": now}).scalars().all()
+
+        def purge(module: str) -> Write[int]:
+            return lambda session: _purge(session, module, "", now, self._lock(session, module))[0]
+
+        return sum(self.writes.run(purge(module)) for module in modules)
+
+    def _set(
+        self,
+        module: str,
+        key: str,
+        value: Any,
+        ttl: float | None,
+        if_version: int | None,
+        quota_bytes: int,
+    ) -> Write[int]:
         check_key(key)
         data = encode(key, value)
         check_version(if_version)
@@ -234,7 +221,8 @@ class ModuleStore:
             raise InvalidValue(
                 f"ttl must be a number of seconds above 0, at most {MAX_TTL}: {ttl!r}"
             )
-        with self._writer.begin() as session:
+
+        def write(session: Connection) -> int:
             now = self.clock()
             expires = now + timedelta(seconds=ttl) if ttl is not None else None
             usage, row = self._locked_row(session, module, key)
@@ -244,13 +232,14 @@ class ModuleStore:
             _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
             return current + 1
 
-    def incr(self, module: str, key: str, by: int = 1, *, quota_bytes: int) -> int:
-        """Add `by` to the integer under `key` (absent or expired: 0); return the result.
-        A ttl the key has is kept."""
+        return write
+
+    def _incr(self, module: str, key: str, by: int, quota_bytes: int) -> Write[int]:
         check_key(key)
         if isinstance(by, bool) or not isinstance(by, int):
             raise InvalidValue(f"incr's 'by' must be a whole number, not {by!r}")
-        with self._writer.begin() as session:
+
+        def write(session: Connection) -> int:
             now = self.clock()
             usage, row = self._locked_row(session, module, key, value=True)
             live = row is not None and _live(row[2], now)
@@ -264,44 +253,25 @@ class ModuleStore:
             _put(session, module, key, data, expires, current, old, quota_bytes, now, usage)
             return result
 
-    def delete(self, module: str, key: str, *, if_version: int | None = None) -> bool:
-        """Delete `key`; return whether it existed (live)."""
+        return write
+
+    def _delete(self, module: str, key: str, if_version: int | None) -> Write[bool]:
         check_key(key)
         check_version(if_version)
-        with self._writer.begin() as session:
+
+        def write(session: Connection) -> bool:
             now = self.clock()
             (keys, used), row = self._locked_row(session, module, key)
             live = row is not None and _live(row[2], now)
             expect(key, if_version, row[0] if live and row is not None else 0)
             if row is None:
                 return False
-            session.execute(_DELETE, {"module": module, "key": key})
-            session.execute(_SET_USAGE, {"m": module, "keys": keys - 1, "bytes": used - row[1]})
+            session.execute(sql.DELETE, {"module": module, "key": key})
+            params = {"m": module, "keys": keys - 1, "bytes": used - row[1]}
+            session.execute(sql.SET_USAGE, params)
             return live
 
-    def drop(self, module: str) -> Usage:
-        """Delete every key of `module`; return the live keys and bytes that went (expired
-        ones go too, uncounted: no reader saw them any more)."""
-        with self._writer.begin() as session:
-            keys, used = self._lock(session, module)
-            expired = session.execute(_GONE, {"module": module, "now": self.clock()}).one()
-            session.execute(_DELETE_ALL, {"module": module})
-            # The row stays (at zero): a writer waiting on its lock must find it, never a
-            # deleted row (PostgreSQL's FOR UPDATE then skips it and reads nothing).
-            session.execute(_SET_USAGE, {"m": module, "keys": 0, "bytes": 0})
-        return Usage(keys - int(expired[0]), used - int(expired[1]))
-
-    def purge_expired(self) -> int:
-        """Delete the expired keys of every module; return how many went."""
-        now = self.clock()
-        with self._reader.connect() as connection:
-            modules = connection.execute(_EXPIRING_MODULES, {"now": now}).scalars().all()
-        purged = 0
-        for module in modules:
-            with self._writer.begin() as session:
-                usage = self._lock(session, module)
-                purged += _purge(session, module, "", now, usage)[0]
-        return purged
+        return write
 
     def _locked_row(
         self, session: Connection, module: str, key: str, value: bool = False
@@ -311,22 +281,22 @@ class ModuleStore:
         params = {"module": module, "key": key}
         if self._postgres:
             usage = self._lock(session, module)
-            return usage, session.execute(_ROW_VALUE if value else _ROW, params).first()
+            return usage, session.execute(sql.ROW_VALUE if value else sql.ROW, params).first()
         for _ in range(2):
-            found = session.execute(_JOINED[value], params).first()
+            found = session.execute(sql.JOINED[value], params).first()
             if found is not None:
                 return (int(found[0]), int(found[1])), None if found[2] is None else found[2:]
-            session.execute(_MAKE_USAGE["sqlite"], {"module": module})
+            session.execute(sql.MAKE_USAGE["sqlite"], {"module": module})
         raise RuntimeError(f"the store's usage row of '{module}' vanished")
 
     def _lock(self, session: Connection, module: str) -> tuple[int, int]:
         """Take the module's usage row (made at its first write); return (keys, bytes)."""
         params = {"module": module}
         for _ in range(2):  # made once, never deleted: found at once or after the insert
-            found = session.execute(_LOCK, params).first()
+            found = session.execute(sql.LOCK, params).first()
             if found is not None:
                 return int(found[0]), int(found[1])
-            session.execute(_MAKE_USAGE[session.dialect.name], params)
+            session.execute(sql.MAKE_USAGE[session.dialect.name], params)
         raise RuntimeError(f"the store's usage row of '{module}' vanished")
 
 
@@ -361,13 +331,13 @@ def _put(
     values = {"value": data, "size": size, "version": current + 1, "expires_at": expires}
     counts = {"keys": keys + (old is None), "bytes": total}
     if session.dialect.name == "postgresql":
-        session.execute(_PUT_PG, {"m": module, "k": key, "updated_at": now, **values, **counts})
+        session.execute(sql.PUT_PG, {"m": module, "k": key, "updated_at": now, **values, **counts})
         return
     if old is None:
-        session.execute(_INSERT, {"module": module, "key": key, "updated_at": now, **values})
+        session.execute(sql.INSERT, {"module": module, "key": key, "updated_at": now, **values})
     else:
-        session.execute(_UPDATE, {"m": module, "k": key, "updated_at": now, **values})
-    session.execute(_SET_USAGE, {"m": module, **counts})
+        session.execute(sql.UPDATE, {"m": module, "k": key, "updated_at": now, **values})
+    session.execute(sql.SET_USAGE, {"m": module, **counts})
 
 
 def _purge(
@@ -376,13 +346,13 @@ def _purge(
     """Delete the module's expired keys but `keep`, under its lock; return how many went and
     the usage left."""
     params = {"module": module, "key": keep, "now": now}
-    gone = session.execute(_GONE_BUT, params).one()
+    gone = session.execute(sql.GONE_BUT, params).one()
     count, size = int(gone[0]), int(gone[1])
     if count == 0:
         return 0, *usage
-    session.execute(_DELETE_EXPIRED, params)
+    session.execute(sql.DELETE_EXPIRED, params)
     keys, used = usage[0] - count, usage[1] - size
-    session.execute(_SET_USAGE, {"m": module, "keys": keys, "bytes": used})
+    session.execute(sql.SET_USAGE, {"m": module, "keys": keys, "bytes": used})
     return count, keys, used
 
 
