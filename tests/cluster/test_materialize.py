@@ -229,3 +229,25 @@ def test_a_node_whose_data_dir_is_deleted_builds_again_what_it_needs(
     assert answer.json() == {"testlib": "1.0.0"}
     assert b.output().count(MATERIALIZED) == 2
     assert (b.data_dir / "modules" / "hello" / "1.0.0" / "handlers" / "ping.py").is_file()
+
+
+def test_a_version_removed_and_uploaded_again_is_materialized_again(
+    start: Start, module: Path, tmp_path: Path
+) -> None:
+    a = start("a")
+    auth = login(a)
+    install(a, auth, module)
+    b = start("b")
+    assert ping(b, auth).json() == {"testlib": "1.0.0"}
+
+    removed = httpx.delete(f"{a.url}/api/v1/modules/hello", headers=auth, timeout=60)
+    assert removed.status_code == 204, removed.text
+    wait_for(lambda: ping(b, auth).status_code == 404, 30, "B to stop serving hello")
+    folder = tmp_path / "again" / "hello"
+    shutil.copytree(tmp_path / "sources" / "hello", folder)
+    (folder / "handlers" / "ping.py").write_text("def handler(request):\n    return 'again'\n")
+    install(a, auth, as_bundle(folder, "tar.gz"))  # the same version, other code
+
+    answer = wait_for(lambda: served(b, auth), 60, "B to serve hello again")
+    assert answer.json() == "again"
+    assert b.output().count(MATERIALIZED) == 2

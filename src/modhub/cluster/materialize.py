@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from modhub.errors import ModhubError, WorkerUnavailable
 from modhub.lifecycle.bundle import extract_bundle, make_read_only, remove_tree, verify_tree
 from modhub.lifecycle.bundles import BundleCorrupt
-from modhub.lifecycle.environment import InstallError, env_ready
+from modhub.lifecycle.environment import InstallError, env_ready, remove_env
 from modhub.lifecycle.operations import staging_name
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ class Materializer:
         self.served = served  # name -> version this node serves (what prefetch fetches)
         self.count = 0  # materializations done by this process
         self.materialized: set[str] = set()
+        # Versions checked against the database since this node last started serving them.
+        self._checked: set[tuple[str, str]] = set()
         self.last_error: str | None = None
         self._failures: dict[str, _Failure] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
@@ -95,11 +97,10 @@ class Materializer:
         """Return once `name` `version` can run here; raise WorkerUnavailable (503) with
         the reason when it cannot (remembered until its backoff ends)."""
         key = f"{name}@{version}"
-        if self.ready(name, version):
-            self.materialized.add(key)
+        if (name, version) in self._checked and self.ready(name, version):
             return
         async with self._locks[key]:  # concurrent callers wait for the one materialization
-            if self.ready(name, version):
+            if (name, version) in self._checked and self.ready(name, version):
                 return
             failure = self._failures.get(key)
             if failure is not None and self.clock() < failure.until:
@@ -117,6 +118,7 @@ class Materializer:
                 log.warning("%s; next attempt in %.0f s at the earliest", reason, delay)
                 raise WorkerUnavailable(reason, module=name, retryAfter=delay) from exc
             self._failures.pop(key, None)
+            self._checked.add((name, version))
             self.materialized.add(key)
 
     def _reason(self, name: str, version: str, exc: Exception) -> str:
@@ -129,10 +131,10 @@ class Materializer:
         return f"module '{name}' {version} could not be materialized on node {self.host}: {detail}"
 
     def _materialize_locked(self, name: str, version: str) -> None:
-        """In a thread: materialize under the data dir's lock for this version."""
+        """In a thread: materialize under the data dir's lock for this version (another
+        process sharing the data dir may have done it meanwhile)."""
         with self._file_lock(f"{name}@{version}"):
-            if not self.ready(name, version):  # another process sharing the dir may have
-                self._materialize(name, version)
+            self._materialize(name, version)
 
     @contextlib.contextmanager
     def _file_lock(self, key: str) -> Iterator[None]:
@@ -147,10 +149,26 @@ class Materializer:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _mark(self, name: str, version: str) -> Path:
+        """Return the file naming the bundle a materialized code folder came from."""
+        return self.layout.modules / name / f".{version}.bundle"
+
     def _materialize(self, name: str, version: str) -> None:
         started = time.monotonic()
         manifest, row = self.lifecycle.registry.version_info(name, version)
-        code = self.layout.code(name, version)
+        code, env, mark = (
+            self.layout.code(name, version),
+            self.layout.env(name, version),
+            self._mark(name, version),
+        )
+        if row.bundle_sha256 and mark.is_file() and mark.read_text() != row.bundle_sha256:
+            # The version was removed through another node and uploaded again: other code.
+            log.info("%s@%s here is of an earlier upload: materializing it again", name, version)
+            remove_tree(code)
+            remove_env(env)
+            mark.unlink()
+        if self.ready(name, version):
+            return
         if not code.is_dir():
             if row.bundle_sha256 is None:
                 raise WorkerUnavailable(
@@ -158,7 +176,7 @@ class Materializer:
                     "stored there): start the node that installed it once, which stores it"
                 )
             self._unpack(row.bundle_sha256, code, row.files)
-        env = self.layout.env(name, version)
+            mark.write_text(row.bundle_sha256)
         if not env_ready(env):
             self.lifecycle.build_env(manifest, env, lambda line: log.debug("%s: %s", name, line))
         self.count += 1
@@ -206,7 +224,9 @@ class Materializer:
             self._wake.clear()
 
     def wake(self) -> None:
-        """From any thread: make a running `prefetch` look at the served versions again."""
+        """From any thread, after the served versions changed: check a version against the
+        database again once it is served again, and make a running `prefetch` look."""
+        self._checked = self._checked & set(self.served().items())
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
             loop.call_soon_threadsafe(wake.set)
