@@ -251,3 +251,21 @@ def test_a_version_removed_and_uploaded_again_is_materialized_again(
     answer = wait_for(lambda: served(b, auth), 60, "B to serve hello again")
     assert answer.json() == "again"
     assert b.output().count(MATERIALIZED) == 2
+
+
+def test_processes_sharing_a_data_dir_materialize_a_version_once(
+    start: Start, module: Path, cluster_url: str
+) -> None:
+    a = start("a")
+    auth = login(a)
+    install(a, auth, module)
+    first = start("b")
+    # A second process on the same data dir (as `serve --workers 2` runs them).
+    second = start_server(first.data_dir, cluster_url, first.env)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: ping((first, second)[i % 2], auth), range(8)))
+        assert [r.status_code for r in answers] == [200] * 8, [r.text for r in answers]
+        assert first.output().count(MATERIALIZED) + second.output().count(MATERIALIZED) == 1
+    finally:
+        stop_server(second)
