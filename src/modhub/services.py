@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from modhub.auth import AuthService
 from modhub.cluster.keycheck import verify_secret_key
 from modhub.cluster.materialize import Materializer
+from modhub.cluster.nodes import NodeRegistry, NodeReport, on_disk
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
@@ -46,6 +47,7 @@ class Services:
     jobs: JobRunner
     store: ModuleStore
     materializer: Materializer
+    nodes: NodeRegistry = field(init=False)  # this process in the node list (set by start)
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -135,7 +137,7 @@ class Services:
         sync = RouteSync(registry, routes, configs, runtime_for, on_served)
         sync.load()
         registry.listeners.append(sync.on_change)
-        return cls(
+        services = cls(
             settings=settings,
             db=db,
             auth=AuthService(db, settings),
@@ -159,6 +161,26 @@ class Services:
             ),
             store=store,
             materializer=materializer,
+        )
+        services.nodes = NodeRegistry(
+            db,
+            heartbeat=timedelta(seconds=settings.node_heartbeat_seconds),
+            report=services.node_report,
+            release=services.jobs.store.release,
+            address=f"http://{settings.host}:{settings.port}",
+        )
+        return services
+
+    def node_report(self) -> NodeReport:
+        """Return what this node says of itself on its heartbeat (docs: "Cluster: nodes")."""
+        snapshot = self.materializer.snapshot()
+        here = set(on_disk(self.lifecycle.layout.modules)) | set(snapshot["materialized"])
+        return NodeReport(
+            materialized=sorted(here),
+            live_workers=len(self.pool.workers),
+            runs_in_flight=len(self.jobs.tasks),
+            last_error=snapshot["lastError"],
+            runner=self.jobs.lease.owner.id,
         )
 
     def close(self) -> None:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         description="Materialize every enabled module at start-up and after each change",
     )
     operation_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    node_heartbeat_seconds: float = Field(
+        default=5.0, ge=0.1, le=3600, description="How often a node renews its cluster_nodes row"
+    )
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"
     )

@@ -38,6 +38,7 @@ ENDPOINTS: list[tuple[str, str, Any, str | None]] = [
     ("POST", f"{API}/modules/validate", {"manifest": manifest("checked")}, READ),
     ("GET", f"{API}/schemas/manifest", None, READ),
     ("GET", f"{API}/audit", None, READ),
+    ("GET", f"{API}/cluster/nodes", None, READ),
     ("PUT", f"{API}/modules/target/status", {"status": "DISABLED"}, WRITE),
     ("PUT", f"{API}/modules/target/config", {"config": {}}, WRITE),
     ("POST", f"{API}/modules", {"manifest": manifest("fresh")}, ADMIN),

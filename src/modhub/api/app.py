@@ -13,7 +13,16 @@ from modhub import __version__
 from modhub.api import problems
 from modhub.api.limits import BodyLimit
 from modhub.api.redirects import RelativeRedirects
-from modhub.api.routers import auth, jobs, lifecycle, modules, store, system, tokens
+from modhub.api.routers import (
+    auth,
+    cluster,
+    jobs,
+    lifecycle,
+    modules,
+    store,
+    system,
+    tokens,
+)
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
@@ -41,7 +50,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         svc: Services = services or Services.start(settings)
         app.state.services = svc
+        await asyncio.to_thread(svc.nodes.register)  # in the node list from now on
         background = [asyncio.create_task(svc.sync.poll()), asyncio.create_task(_purge(svc))]
+        background.append(asyncio.create_task(svc.nodes.run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
         if svc.settings.prefetch:
@@ -52,6 +63,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             for task in background:
                 task.cancel()
             await svc.pool.close()
+            try:
+                await asyncio.to_thread(svc.nodes.stop)
+            except Exception:  # the list shows it gone instead of stopped
+                logging.getLogger("modhub.cluster").exception("could not mark the node stopped")
             if owned:
                 svc.close()
 
@@ -66,6 +81,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     for router in (
         auth.router,
+        cluster.router,
         jobs.router,
         lifecycle.router,
         modules.router,
