@@ -21,12 +21,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from modhub.db import Database, upgrade
-from tests.conftest import PASSWORD, LiveServer, bearer, start_server, stop_server
-from tests.lifecycle.conftest import TESTLIB, as_bundle, wait_for, wheels
+from modhub.services import Services
+from modhub.settings import Settings
+from tests.conftest import PASSWORD, SECRET, LiveServer, bearer, start_server, stop_server
+from tests.lifecycle.conftest import TESTLIB, as_bundle, cheap_password_hashes, wait_for, wheels
 
-__all__ = ["wheels"]  # the session's folder of test wheels (mh-testlib 1.0.0 and 2.0.0)
+# The session's test wheels (mh-testlib 1.0.0 and 2.0.0); argon2 at its lowest cost.
+__all__ = ["cheap_password_hashes", "wheels"]
 
 MATERIALIZED = "materialized hello@1.0.0"
 Start = Callable[..., LiveServer]
@@ -269,3 +273,71 @@ def test_processes_sharing_a_data_dir_materialize_a_version_once(
         assert first.output().count(MATERIALIZED) + second.output().count(MATERIALIZED) == 1
     finally:
         stop_server(second)
+
+
+@pytest.fixture
+def links(tmp_path: Path, wheels: Path) -> Path:
+    """Return a wheel folder of this test's own, which the test may empty and fill."""
+    folder = tmp_path / "links"
+    shutil.copytree(wheels, folder)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, links: Path) -> Settings:
+    """Return settings of an in-process node installing offline from `links`."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=SECRET,
+        admin_password=PASSWORD,
+        pip_offline=True,
+        pip_find_links=[str(links)],
+        operation_wait_seconds=60,
+    )
+
+
+def test_a_failure_is_answered_until_its_backoff_ends_then_tried_again(
+    client: TestClient,
+    tokens: dict[str, str],
+    services: Services,
+    module: Path,
+    links: Path,
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    services.materializer.clock = lambda: now[0]
+    auth = bearer(tokens["admin"])
+    with module.open("rb") as stream:
+        uploaded = client.post(
+            "/api/v1/modules/bundles", files={"file": (module.name, stream)}, headers=auth
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    status = "/api/v1/modules/hello/status"
+    assert client.put(status, json={"status": "ENABLED"}, headers=auth).status_code == 200
+    assert client.get("/api/v1/m/hello/ping", headers=auth).status_code == 200
+    # The environment goes (its worker with it) and the index no longer has the requirement.
+    assert client.put(status, json={"status": "DISABLED"}, headers=auth).status_code == 200
+    shutil.rmtree(services.lifecycle.layout.env("hello", "1.0.0"))
+    hidden = tmp_path / "hidden"
+    links.rename(hidden)
+    links.mkdir()
+    assert client.put(status, json={"status": "ENABLED"}, headers=auth).status_code == 200
+
+    failed = client.get("/api/v1/m/hello/ping", headers=auth)
+    assert failed.status_code == 503, failed.text
+    assert "could not be installed on node" in failed.json()["detail"]
+    assert services.materializer.snapshot()["lastError"] == failed.json()["detail"]
+    links.rmdir()
+    hidden.rename(links)  # the index has it again, but the failure stands until its backoff
+    again = client.get("/api/v1/m/hello/ping", headers=auth)
+    assert again.status_code == 503
+    assert again.json()["detail"] == failed.json()["detail"]
+    now[0] += 4.9
+    assert client.get("/api/v1/m/hello/ping", headers=auth).status_code == 503
+    now[0] += 0.2
+
+    answer = client.get("/api/v1/m/hello/ping", headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"testlib": "1.0.0"}
+    assert "hello@1.0.0" in services.materializer.snapshot()["materialized"]
