@@ -117,7 +117,8 @@ class Materializer:
                 self.last_error = reason
                 log.warning("%s; next attempt in %.0f s at the earliest", reason, delay)
                 raise WorkerUnavailable(reason, module=name, retryAfter=delay) from exc
-            self._failures.pop(key, None)
+            if self._failures.pop(key, None) is not None and not self._failures:
+                self.last_error = None  # nothing failing any more on this node
             self._checked.add((name, version))
             self.materialized.add(key)
 
