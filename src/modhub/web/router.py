@@ -165,7 +165,7 @@ def _servable(relative: PurePosixPath) -> bool:
     )
 
 
-PAGES = ("/", "/login", "/modules", "/modules/{name}", "/m/{rest:path}")
+PAGES = ("/", "/login", "/modules", "/modules/{name}", "/m/{rest:path}", "/cluster")
 ASSETS = ("/{name}.js", "/{name}.css", "/views/{name}.js")
 PAGE_FRAME = "/ui/page-frame"
 

@@ -4,6 +4,7 @@ import { onUnauthorized, session } from "./api.js";
 import { h, replace } from "./dom.js";
 import { loadUser, markCurrent, refreshNavigation, renderSidebar, resetState } from "./navigation.js";
 import { navigate, onNavigate, start } from "./router.js";
+import * as cluster from "./views/cluster.js";
 import * as login from "./views/login.js";
 import * as moduleDetail from "./views/module-detail.js";
 import * as modulePage from "./views/module-page.js";
@@ -23,6 +24,7 @@ const ROUTES = [
   [/^\/(?:modules)?$/, modules.render],
   [/^\/modules\/(?<name>[^/]+)$/, moduleDetail.render],
   [/^\/m\/(?<module>[^/]+)(?<path>\/.*)?$/, modulePage.render],
+  [/^\/cluster$/, cluster.render],
   [/.*/, notFound],
 ];
 

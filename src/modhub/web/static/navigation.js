@@ -74,7 +74,7 @@ export function renderSidebar() {
   replace(
     sidebar,
     h("h2", { class: "nav-heading", text: "Console" }),
-    h("ul", {}, link("/modules", "Modules", "▦")),
+    h("ul", {}, link("/modules", "Modules", "▦"), link("/cluster", "Cluster", "◎")),
     h("h2", { class: "nav-heading", id: "module-pages-heading", text: "Module pages" }),
     state.navigation.length
       ? h(
