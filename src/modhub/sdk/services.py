@@ -195,6 +195,9 @@ class Store:
         return int(await self._acall("store", "incr", {"key": key, "by": by}))
 
 
+_TTL = 100 * 365 * 24 * 3600  # the platform store's longest ttl (modhub.store.checks.MAX_TTL)
+
+
 class _Memory:
     """The store's rules on a dict: what `Store.in_memory()` runs on."""
 
@@ -224,21 +227,20 @@ class _Memory:
             raise VersionConflict(f"'{key}' is not at version {expected}")
         if op == "delete":
             return self.data.pop(key, None) is not None
-        value = args.get("value")
+        value, ttl = args.get("value"), args.get("ttl")
+        expires = now + ttl if isinstance(ttl, int | float) else None
+        if ttl is not None and (isinstance(ttl, bool) or expires is None or not 0 < ttl <= _TTL):
+            raise InvalidValue(f"ttl must be a number of seconds above 0, at most {_TTL}: {ttl!r}")
         if op == "incr":
-            if entry is not None and not isinstance(entry["value"], int):
-                raise InvalidValue(f"'{key}' does not hold an integer")
-            value = (entry["value"] if entry else 0) + int(args.get("by", 1))
-        if len(_json.dumps(value).encode()) > 1024 * 1024:
+            old = entry["value"] if entry else 0
+            if isinstance(old, bool) or not isinstance(old, int):
+                raise InvalidValue(f"'{key}' does not hold a whole number, so incr cannot add")
+            value = old + int(args.get("by", 1))
+            expires = entry["expires"] if entry else None  # incr keeps the key's ttl
+        if len(_json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > 1 << 20:
             raise ValueTooLarge(f"the value of '{key}' is larger than 1 MiB")
-        ttl = args.get("ttl")
         version = (entry["version"] if entry else 0) + 1
-        self.data[key] = {
-            "key": key,
-            "value": value,
-            "version": version,
-            "expires": now + ttl if ttl else None,
-        }
+        self.data[key] = {"key": key, "value": value, "version": version, "expires": expires}
         return value if op == "incr" else version
 
 
