@@ -222,3 +222,19 @@ def test_a_shutdown_marks_the_node_stopped(services: Services, clock: Clock) -> 
         pass
     mine = {n.id: n for n in services.nodes.nodes()}[services.nodes.id]
     assert mine.status == "stopped"
+
+
+def test_a_node_whose_report_fails_still_heartbeats(services: Services, clock: Clock) -> None:
+    answers = iter([NodeReport(runner="runner-of-d", live_workers=4)])
+
+    def report() -> NodeReport:
+        return next(answers)  # StopIteration from the second beat on
+
+    flaky = NodeRegistry(services.db, heartbeat=BEAT, report=report, clock=clock)
+    flaky.register()
+    clock.advance(12)
+    flaky.beat()  # the report raises: the row is renewed with what it said last
+    clock.advance(12)
+    view = {n.id: n for n in services.nodes.nodes()}[flaky.id]
+    assert view.status == "up"
+    assert view.live_workers == 4

@@ -119,6 +119,7 @@ class NodeRegistry:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at: datetime | None = None
+        self._last_report = NodeReport()
 
     # -- this node -------------------------------------------------------------------------
 
@@ -134,7 +135,11 @@ class NodeRegistry:
         now = now or self.clock()
         if self.started_at is None:
             self.started_at = now
-        report = self.report()
+        try:
+            report = self._last_report = self.report()
+        except Exception:  # what it runs is unknown this time; that it lives is not
+            log.exception("the node could not report its state")
+            report = self._last_report
         state = {
             "heartbeatSeconds": self.heartbeat.total_seconds(),
             "modulesMaterialized": report.materialized,
@@ -142,8 +147,11 @@ class NodeRegistry:
             "runsInFlight": report.runs_in_flight,
             "runner": report.runner,
         }
-        values: dict[str, Any] = {"heartbeat_at": now, "state": state}
-        values["last_error"] = report.last_error
+        values: dict[str, Any] = {
+            "heartbeat_at": now,
+            "state": state,
+            "last_error": report.last_error,
+        }
         if starting:  # a beat never clears `stopped_at`: one late beat after stop() may run
             values.update(started_at=self.started_at, stopped_at=None)
         with self.db.write() as session:
