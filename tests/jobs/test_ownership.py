@@ -13,13 +13,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from modhub.db.models import JobRun, RunnerLease
-from modhub.jobs.lease import LEASE_BEATS
+from modhub.jobs.lease import LEASE_BEATS, Lease
 from modhub.jobs.store import RunStore
 from modhub.services import Services
 from tests.jobs.conftest import (
@@ -251,3 +253,37 @@ def test_a_runner_claims_no_run_while_its_lease_has_lapsed(
         assert run_row(services, run.id).status == "succeeded"
 
     with_rig(services, body, heartbeat=HEARTBEAT)
+
+
+def test_a_heartbeat_that_outlives_its_runner_does_not_take_the_lease_back(
+    services: Services,
+) -> None:
+    """A runner stopped while its heartbeat ran in a thread: the heartbeat must not write
+    the lease again after `release` (it did, so its runs stayed `running` for a ttl)."""
+    store = RunStore(services.db)
+    lease = Lease(store, timedelta(seconds=1))
+    lease.keep(T0)
+    beating, go_on = threading.Event(), threading.Event()
+    beat = store.beat
+
+    def slow_beat(*args: Any) -> None:
+        beating.set()
+        go_on.wait(10)
+        beat(*args)
+
+    store.beat = slow_beat  # type: ignore[method-assign]
+    heartbeat = threading.Thread(target=lease.keep, args=(T0 + timedelta(seconds=1),))
+    heartbeat.start()
+    assert beating.wait(10)
+    stopping = threading.Thread(target=lease.release)  # the runner stops meanwhile
+    stopping.start()
+    go_on.set()
+    heartbeat.join(10)
+    stopping.join(10)
+    assert lease.owner.id not in leases(services)
+    # A heartbeat that starts after the release (its thread was late) holds nothing either.
+    assert lease.keep(T0 + timedelta(seconds=2)) == 0
+    assert lease.owner.id not in leases(services)
+    lease.resume()  # the runner starts again
+    lease.keep(T0 + timedelta(seconds=3))
+    assert lease.owner.id in leases(services)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,15 @@ class Lease:
         self.owner = Owner.new()
         self.heartbeat = heartbeat
         self.renewed_at: datetime | None = None
+        # A heartbeat runs in a thread: one still running when its runner stops must not
+        # take the lease back after `release` (it would hold the runner's runs for a ttl).
+        self._lock = threading.Lock()
+        self._released = False
+
+    def resume(self) -> None:
+        """Hold the lease again from the next heartbeat (the runner starts, or restarts)."""
+        with self._lock:
+            self._released = False
 
     @property
     def ttl(self) -> timedelta:
@@ -100,9 +110,12 @@ class Lease:
 
         The lease is renewed before this runner claims any run, so no other runner ever
         sees a run owned by a runner without a lease."""
-        _LIVE.add(self.owner.id)  # again, if it had stopped
-        self.store.beat(self.owner, now)
-        self.renewed_at = now
+        with self._lock:
+            if self._released:
+                return 0  # a heartbeat that outlived its runner
+            _LIVE.add(self.owner.id)  # again, if it had stopped
+            self.store.beat(self.owner, now)
+            self.renewed_at = now
         failed = self.store.interrupt_running(now, self.owner.id, self.ttl)
         if failed:
             log.warning("failed %d job run(s) whose runner stopped", failed)
@@ -111,5 +124,7 @@ class Lease:
     def release(self) -> None:
         """Give the lease up (this runner stops): other runners fail what it left running
         at their next heartbeat instead of waiting for the lease to expire."""
-        _LIVE.discard(self.owner.id)
-        self.store.release(self.owner.id)
+        with self._lock:
+            self._released = True
+            _LIVE.discard(self.owner.id)
+            self.store.release(self.owner.id)

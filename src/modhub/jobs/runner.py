@@ -359,6 +359,7 @@ class JobRunner:
 
     async def run(self, interval: float = 1.0) -> None:
         """Tick forever with the real clock; give the lease up when stopped."""
+        self.lease.resume()
         try:
             while True:
                 try:
