@@ -187,5 +187,16 @@ def test_a_sqlite_data_dir_restarted_with_another_key_refuses(tmp_path: Path) ->
     assert login.status_code == 200
     stop_server(first)
     assert REFUSAL in _serve_refused(data_dir, None, OTHER)
+    # The commands that work on the database directly are refused as well.
+    command = subprocess.run(
+        [sys.executable, "-m", "modhub", "tokens", "create", "--user", "admin"],
+        env={**first.env, "MODHUB_SECRET_KEY": OTHER, "COLUMNS": "300"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert command.returncode == 2
+    assert REFUSAL in " ".join(command.stderr.split())
+    assert "mh_" not in command.stdout
     again = start_server(data_dir)  # the key it was set up with still starts it
     stop_server(again)
