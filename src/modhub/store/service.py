@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from modhub.db import Database
 from modhub.db.models import utcnow
+from modhub.store import sqlite
 from modhub.store import statements as sql
 from modhub.store.checks import (
     MAX_KEY_BYTES,
@@ -97,9 +98,11 @@ class ModuleStore:
         """Return the live entry of `key`, or None."""
         check_key(key)
         with self._reader.connect() as connection:
-            found = connection.execute(
-                sql.GET, {"module": module, "key": key, "now": self.clock()}
-            ).first()
+            if not self._postgres:
+                found = sqlite.get(connection, module, key, self.clock())
+            else:
+                params = {"module": module, "key": key, "now": self.clock()}
+                found = connection.execute(sql.GET, params).first()
         return None if found is None else Entry(found[0], json.loads(found[1]), *found[2:])
 
     def list(
@@ -266,6 +269,9 @@ class ModuleStore:
             expect(key, if_version, row[0] if live and row is not None else 0)
             if row is None:
                 return False
+            if not self._postgres:
+                sqlite.delete(session, module, key, (keys - 1, used - row[1]))
+                return live
             session.execute(sql.DELETE, {"module": module, "key": key})
             params = {"m": module, "keys": keys - 1, "bytes": used - row[1]}
             session.execute(sql.SET_USAGE, params)
@@ -282,12 +288,7 @@ class ModuleStore:
         if self._postgres:
             usage = self._lock(session, module)
             return usage, session.execute(sql.ROW_VALUE if value else sql.ROW, params).first()
-        for _ in range(2):
-            found = session.execute(sql.JOINED[value], params).first()
-            if found is not None:
-                return (int(found[0]), int(found[1])), None if found[2] is None else found[2:]
-            session.execute(sql.MAKE_USAGE["sqlite"], {"module": module})
-        raise RuntimeError(f"the store's usage row of '{module}' vanished")
+        return sqlite.locked_row(session, module, key, value)
 
     def _lock(self, session: Connection, module: str) -> tuple[int, int]:
         """Take the module's usage row (made at its first write); return (keys, bytes)."""
@@ -333,11 +334,7 @@ def _put(
     if session.dialect.name == "postgresql":
         session.execute(sql.PUT_PG, {"m": module, "k": key, "updated_at": now, **values, **counts})
         return
-    if old is None:
-        session.execute(sql.INSERT, {"module": module, "key": key, "updated_at": now, **values})
-    else:
-        session.execute(sql.UPDATE, {"m": module, "k": key, "updated_at": now, **values})
-    session.execute(sql.SET_USAGE, {"m": module, **counts})
+    sqlite.put(session, module, key, values, now, old is None, counts)
 
 
 def _purge(

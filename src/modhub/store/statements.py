@@ -1,4 +1,5 @@
-"""The store's SQL statements, each built once with bound parameters (used by service.py)."""
+"""The store's SQL statements, each built once with bound parameters (used by service.py;
+the one-key statements on SQLite are in sqlite.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     or_,
     select,
     update,
@@ -45,19 +45,6 @@ MAKE_USAGE = {
 }
 ROW = select(_S.version, _S.size, _S.expires_at).where(_THIS)
 ROW_VALUE = ROW.add_columns(_S.value)
-# SQLite: BEGIN IMMEDIATE already holds the database's write lock, so the usage and the key's
-# row come in one statement (on PostgreSQL a join read after a lock wait could be stale).
-_BOTH = StoreUsage.__table__.outerjoin(
-    StoredValue.__table__, and_(_S.module == _U.module, _S.key == _KEY)
-)
-JOINED = {
-    value: select(_U["keys"], _U.bytes, *(row.selected_columns))
-    .select_from(_BOTH)
-    .where(_U.module == _MODULE)
-    for value, row in ((False, ROW), (True, ROW_VALUE))
-}
-INSERT = insert(StoredValue)
-UPDATE = update(StoredValue).where(_S.module == bindparam("m"), _S.key == bindparam("k"))
 DELETE = delete(StoredValue).where(_THIS)
 GONE_BUT = GONE.where(_S.key != _KEY)
 DELETE_EXPIRED = delete(StoredValue).where(_EXPIRED, _S.key != _KEY)
