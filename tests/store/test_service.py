@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from modhub.db.models import StoredValue
 from modhub.store import (
     MAX_VALUE_BYTES,
     InvalidKey,
@@ -132,3 +133,26 @@ def test_drop(store: ModuleStore) -> None:
     assert store.drop("a") == Usage(2, 4)
     assert store.list("a").items == []
     assert store.usage("b") == Usage(1, 2)
+
+
+def test_every_path_agrees_on_the_expiry_to_the_microsecond(
+    store: ModuleStore, clock: Clock
+) -> None:
+    """On SQLite one-key statements bypass SQLAlchemy (store/sqlite.py); lists, usage and
+    purges do not. Both must store and compare times alike."""
+    clock.now = clock.now.replace(microsecond=123456)
+    store.set("a", "k", 1, ttl=0.5, quota_bytes=QUOTA)
+    expires = clock.now + timedelta(seconds=0.5)
+    with store.db.read() as session:
+        assert session.get_one(StoredValue, ("a", "k")).expires_at == expires
+    clock.now = expires - timedelta(microseconds=1)
+    entry = store.get_entry("a", "k")
+    assert entry is not None
+    assert entry.value == 1
+    assert [entry.key for entry in store.list("a").items] == ["k"]
+    assert store.usage("a").keys == 1
+    clock.now = expires
+    assert store.get_entry("a", "k") is None
+    assert store.list("a").items == []
+    assert store.usage("a").keys == 0
+    assert store.purge_expired() == 1
