@@ -11,6 +11,7 @@ from modhub.auth import AuthService
 from modhub.cluster.keycheck import verify_secret_key
 from modhub.cluster.materialize import Materializer
 from modhub.cluster.nodes import NodeRegistry, NodeReport, on_disk
+from modhub.cluster.notify import ChangeListener
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
@@ -182,6 +183,13 @@ class Services:
             last_error=snapshot["lastError"],
             runner=self.jobs.lease.owner.id,
         )
+
+    def change_listener(self) -> ChangeListener | None:
+        """Return a listener that wakes the route sync and the job runner whenever another
+        node changes the registry (PostgreSQL; None on SQLite or when turned off)."""
+        if self.db.dialect != "postgresql" or not self.settings.listen_changes:
+            return None
+        return ChangeListener(self.db.url, [self.sync.wake, self.jobs.wake])
 
     def close(self) -> None:
         """Stop background operations and release the database connections."""

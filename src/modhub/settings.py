@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     node_heartbeat_seconds: float = Field(
         default=5.0, ge=0.1, le=3600, description="How often a node renews its cluster_nodes row"
     )
+    listen_changes: bool = Field(
+        default=True,
+        description="On PostgreSQL, hear other nodes' registry changes at once (LISTEN/NOTIFY)",
+    )
+    sync_poll_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=86_400,
+        description="How often a node checks for registry changes it was not notified of",
+    )
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"
     )

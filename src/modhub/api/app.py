@@ -51,7 +51,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         svc: Services = services or Services.start(settings)
         app.state.services = svc
         await asyncio.to_thread(svc.nodes.register)  # in the node list from now on
-        background = [asyncio.create_task(svc.sync.poll()), asyncio.create_task(_purge(svc))]
+        background = [
+            asyncio.create_task(svc.sync.poll(svc.settings.sync_poll_seconds)),
+            asyncio.create_task(_purge(svc)),
+        ]
+        listener = svc.change_listener()  # other nodes' changes at once (PostgreSQL)
+        if listener is not None:
+            background.append(asyncio.create_task(listener.run()))
         background.append(asyncio.create_task(svc.nodes.run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))

@@ -11,6 +11,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,7 @@ class JobRunner:
         self._fingerprint: object = None
         self._pruned_at: datetime | None = None
         self._loaded = False
+        self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # -- what is scheduled -----------------------------------------------------------------
 
@@ -357,9 +359,18 @@ class JobRunner:
             self._pruned_at = now
             await asyncio.to_thread(self.store.prune, self.limits.retention, now)
 
+    def wake(self) -> None:
+        """Tick now: another process changed the registry (safe from any thread)."""
+        woken = self._woken
+        if woken is not None:
+            loop, event = woken
+            loop.call_soon_threadsafe(event.set)
+
     async def run(self, interval: float = 1.0) -> None:
         """Tick forever with the real clock; give the lease up when stopped."""
         self.lease.resume()
+        event = asyncio.Event()
+        self._woken = (asyncio.get_running_loop(), event)
         try:
             while True:
                 try:
@@ -368,9 +379,12 @@ class JobRunner:
                     await self.tick(self.clock())
                 except Exception:
                     log.exception("job scheduler tick failed")
-                # Tick on the clock's whole seconds: a minute's runs fire ms after it starts.
+                # Tick on the clock's whole seconds: a minute's runs fire ms after it starts;
+                # or at once when woken (another node changed the registry).
                 now = self.clock()
-                await asyncio.sleep(interval - (now.timestamp() % interval))
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), interval - (now.timestamp() % interval))
+                event.clear()
         finally:
             try:
                 self.lease.release()  # here and now: a cancelled task may not run again

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modhub import semver
+from modhub.cluster.notify import announce
 from modhub.db import Database
 from modhub.db.audit import record
 from modhub.db.models import Module, ModuleDependency, ModuleVersion, utcnow
@@ -485,6 +486,7 @@ class Registry:
                 return change(session)
         with self.db.write() as session:
             result = change(session)
+            announce(session, notify)  # other nodes hear of it when this commits
         for listener in self.listeners:
             listener(notify)
         return result

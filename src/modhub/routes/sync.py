@@ -1,8 +1,9 @@
 """Keep the route table and the workers in step with the registry.
 
 In this process, every committed registry change refreshes that module's routes at once
-(a registry listener). Other processes sharing the database notice within a second: a
-poller compares a fingerprint of the modules table and reloads the table when it moves.
+(a registry listener). Other processes sharing the database wake the sync at once on
+PostgreSQL (`modhub.cluster.notify`); as a fallback, a poller compares a fingerprint of
+the modules table every second and reloads the table when it moves.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 
 from modhub.registry import Registry
 from modhub.routes.dispatch import ModuleConfigs
@@ -36,6 +38,7 @@ class RouteSync:
         self.runtime_for = runtime_for
         self.retire = retire
         self._fingerprint: tuple[int, str] | None = None
+        self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def load(self) -> RouteTable:
         """Build the whole table from the registry and serve it."""
@@ -53,11 +56,30 @@ class RouteSync:
         table = refresh_module(self.holder, self.registry, name, self.runtime_for)
         self.retire(_served(table))
 
+    def wake(self) -> None:
+        """Reload the table now: another process changed the registry (safe from any thread).
+
+        Wakes that come during a reload cause one more reload, not one each.
+        """
+        woken = self._woken
+        if woken is not None:
+            loop, event = woken
+            loop.call_soon_threadsafe(event.set)
+
     async def poll(self, interval: float = 1.0) -> None:
-        """Reload the table whenever another process changed the registry."""
+        """Reload the table when woken, or when a poll every `interval` seconds finds that
+        another process changed the registry (the fallback for a wake that never came)."""
+        event = asyncio.Event()
+        self._woken = (asyncio.get_running_loop(), event)
         while True:
-            await asyncio.sleep(interval)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), interval)
+            woken = event.is_set()
+            event.clear()
             try:
+                if woken:
+                    await asyncio.to_thread(self.load)
+                    continue
                 seen = await asyncio.to_thread(self.registry.fingerprint)
                 if seen != self._fingerprint:
                     await asyncio.to_thread(self.load)
