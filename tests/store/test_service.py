@@ -3,11 +3,15 @@ writes that race."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from modhub.db.models import StoredValue
+from modhub.db import Database, upgrade
+from modhub.db.models import StoredValue, utcnow
 from modhub.store import (
     MAX_VALUE_BYTES,
     InvalidKey,
@@ -18,6 +22,7 @@ from modhub.store import (
     ValueTooLarge,
     VersionConflict,
 )
+from modhub.store.sqlite import LoopReader
 from tests.store.conftest import QUOTA, Clock
 
 
@@ -156,3 +161,38 @@ def test_every_path_agrees_on_the_expiry_to_the_microsecond(
     assert store.list("a").items == []
     assert store.usage("a").keys == 0
     assert store.purge_expired() == 1
+
+
+def test_an_awaited_read_answers_as_get_entry(store: ModuleStore, clock: Clock) -> None:
+    """On SQLite `aget_entry` reads on the loop (store/sqlite.py LoopReader), large values
+    in a thread; every answer is get_entry's."""
+    big = "x" * (70 * 1024)  # decoded in a thread, not on the loop
+    store.set("a", "small", {"v": 1}, quota_bytes=QUOTA)
+    store.set("a", "big", big, quota_bytes=QUOTA)
+    store.set("a", "brief", 1, ttl=1, quota_bytes=QUOTA)
+    clock.now += timedelta(seconds=2)
+    for key in ("small", "big", "brief", "absent"):
+        assert asyncio.run(store.aget_entry("a", key)) == store.get_entry("a", key)
+    assert asyncio.run(store.aget_entry("b", "small")) is None  # another module's key
+    store.set("a", "small", 2, quota_bytes=QUOTA)  # a later write is seen at once
+    entry = asyncio.run(store.aget_entry("a", "small"))
+    assert entry is not None
+    assert (entry.value, entry.version) == (2, 2)
+
+
+def test_the_loop_reader_never_waits_for_a_locked_database(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'locked.db'}")
+    upgrade(db.engine)
+    ModuleStore(db).set("a", "k", 1, quota_bytes=QUOTA)
+    reader = LoopReader(str(tmp_path / "locked.db"))
+    assert reader.get("a", "k", utcnow())[0]
+    reader.close()
+    db.dispose()
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")  # in WAL mode: no other reader
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE module_store SET version = 5")
+    assert reader.get("a", "k", utcnow()) == (False, None)  # at once: to a thread instead
+    holder.execute("ROLLBACK")
+    holder.close()
+    reader.close()

@@ -2,8 +2,9 @@
 
 The module is the caller's, taken from the channel (`CallerContext.module`), never from the
 call's arguments; its quota comes from the calling version's manifest and the operator's
-ceiling. Each operation is one short transaction, run off the event loop: reads in a
-thread, writes through the store's writer (store/writer.py).
+ceiling. Each operation is one short transaction, run off the event loop (writes through
+the store's writer, store/writer.py), but for a read of one key on SQLite, which is done on
+the loop when that costs less than a thread (store/sqlite.py `LoopReader`).
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ class StoreService:
 
     async def handle(self, context: CallerContext, op: str, args: dict[str, Any]) -> Any:
         """Run one store operation for the calling module and return its JSON result."""
-        write = getattr(self, f"_write_{op}", None)
-        if write is not None:
-            return await write(context, args)
+        awaited = getattr(self, f"_await_{op}", None)
+        if awaited is not None:
+            return await awaited(context, args)
         operation = getattr(self, f"_op_{op}", None)
         if operation is None:
             raise InvalidValue(f"the store has no operation '{op}'")
         return await asyncio.to_thread(operation, context, args)
 
-    def _op_get_entry(self, context: CallerContext, args: dict[str, Any]) -> Any:
-        return public(self.store.get_entry(context.module, args.get("key")))  # type: ignore[arg-type]
+    async def _await_get_entry(self, context: CallerContext, args: dict[str, Any]) -> Any:
+        entry = await self.store.aget_entry(context.module, args.get("key"))  # type: ignore[arg-type]
+        return public(entry)
 
-    async def _write_set(self, context: CallerContext, args: dict[str, Any]) -> int:
+    async def _await_set(self, context: CallerContext, args: dict[str, Any]) -> int:
         return await self.store.aset(
             context.module,
             args.get("key"),  # type: ignore[arg-type]
@@ -50,7 +52,7 @@ class StoreService:
             quota_bytes=self.quota(context.module, context.version),
         )
 
-    async def _write_delete(self, context: CallerContext, args: dict[str, Any]) -> bool:
+    async def _await_delete(self, context: CallerContext, args: dict[str, Any]) -> bool:
         return await self.store.adelete(
             context.module,
             args.get("key"),  # type: ignore[arg-type]
@@ -67,7 +69,7 @@ class StoreService:
         )
         return {"items": [public(entry) for entry in page.items], "cursor": page.cursor}
 
-    async def _write_incr(self, context: CallerContext, args: dict[str, Any]) -> int:
+    async def _await_incr(self, context: CallerContext, args: dict[str, Any]) -> int:
         by = _integer(args, "by")
         return await self.store.aincr(
             context.module,

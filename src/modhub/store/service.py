@@ -11,6 +11,7 @@ SQLite); the statements are in `store/statements.py`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ class ModuleStore:
         self._postgres = db.dialect == "postgresql"
         writer = db.engine.execution_options(immediate=True)
         self.writes: Writes = Writes(writer) if self._postgres else GroupWrites(writer)
+        path = db.engine.url.database
+        embedded_file = not self._postgres and path not in (None, "", ":memory:")
+        self._loop_reader = sqlite.LoopReader(str(path)) if embedded_file else None
         # A read is one statement: on PostgreSQL, no BEGIN and ROLLBACK round trips for it.
         self._reader = (
             db.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -104,6 +108,15 @@ class ModuleStore:
                 params = {"module": module, "key": key, "now": self.clock()}
                 found = connection.execute(sql.GET, params).first()
         return None if found is None else Entry(found[0], json.loads(found[1]), *found[2:])
+
+    async def aget_entry(self, module: str, key: str) -> Entry | None:
+        """`get_entry`, awaited: on SQLite read on the loop at once when it can."""
+        check_key(key)
+        if self._loop_reader is not None:
+            read, found = self._loop_reader.get(module, key, self.clock())
+            if read:
+                return None if found is None else Entry(found[0], json.loads(found[1]), *found[2:])
+        return await asyncio.to_thread(self.get_entry, module, key)
 
     def list(
         self, module: str, prefix: str = "", *, limit: int = 100, cursor: str | None = None
