@@ -168,6 +168,10 @@ def test_every_node_serves_a_bundle_installed_through_one(
     assert [r.status_code for r in answers] == [200] * 8, [r.text for r in answers]
     assert d.output().count(MATERIALIZED) == 1
 
+    # E, started afterwards with prefetch, materializes it at start-up, before any call.
+    e = start("e", prefetch="true")
+    wait_for(lambda: MATERIALIZED in e.output(), 120, "node E to prefetch hello at start-up")
+
 
 def test_a_requirement_a_node_cannot_install_answers_503_with_the_reason(
     start: Start, module: Path, tmp_path: Path
