@@ -44,7 +44,7 @@ test: lint typecheck system-deps
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 bench: install system-deps
-	@for script in validate api lifecycle routes jobs services; do \
+	@for script in validate api lifecycle routes jobs services cluster; do \
 		if [ -f bench/$$script.py ]; then echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; fi; \
 	done
 
