@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pydantic import ValidationError
 
 from modhub.cluster.notify import listener_name
 from modhub.db import Database, upgrade
+from modhub.settings import Settings
 from tests.conftest import PASSWORD, LiveServer, bearer, start_server, stop_server
 
 API = "/api/v1"
@@ -198,3 +200,12 @@ def test_a_config_change_is_served_by_the_other_node_at_once(
     answer = a.client.put(f"{API}/modules/hello/config", json={"config": {"greeting": "Hi"}})
     assert answer.status_code == 200, answer.text
     wait_for(greets("Hi"), "node B to serve the new greeting")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "100000", "soon"])
+def test_a_bad_poll_interval_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MODHUB_SYNC_POLL_SECONDS", value)
+    with pytest.raises(ValidationError, match="sync_poll_seconds"):
+        Settings()
