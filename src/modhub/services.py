@@ -195,4 +195,5 @@ class Services:
         """Stop background operations and release the database connections."""
         self.operations.shutdown()
         self.auth.token_uses.close()  # writes the API token uses it has noted
+        self.store.close()  # the store's writer thread and its own connections
         self.db.dispose()

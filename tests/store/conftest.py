@@ -37,5 +37,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(db: Database, clock: Clock) -> ModuleStore:
-    return ModuleStore(db, clock)
+def store(db: Database, clock: Clock) -> Iterator[ModuleStore]:
+    store = ModuleStore(db, clock)
+    yield store
+    store.close()

@@ -183,7 +183,9 @@ def test_an_awaited_read_answers_as_get_entry(store: ModuleStore, clock: Clock) 
 def test_the_loop_reader_never_waits_for_a_locked_database(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'locked.db'}")
     upgrade(db.engine)
-    ModuleStore(db).set("a", "k", 1, quota_bytes=QUOTA)
+    writer = ModuleStore(db)
+    writer.set("a", "k", 1, quota_bytes=QUOTA)
+    writer.close()
     reader = LoopReader(str(tmp_path / "locked.db"))
     assert reader.get("a", "k", utcnow())[0]
     reader.close()

@@ -120,3 +120,27 @@ def test_awaited_writes_answer_on_the_loop_and_the_thread_ends_when_idle(
     assert writes._thread is None
     assert asyncio.run(writes.arun(insert("again", 1))) == "again"  # a new thread takes over
     assert len(rows(engine)) == 51
+
+
+def test_close_finishes_the_queued_writes_then_ends_the_thread(engine: Engine) -> None:
+    writes = GroupWrites(engine)
+    gate = threading.Event()
+
+    def held(connection: Connection) -> str:
+        gate.wait(10)
+        return insert("first", 0)(connection)
+
+    first = writes.submit(held)
+    queued = [writes.submit(insert(f"q{i}", i)) for i in range(3)]
+    thread = writes._thread
+    closing = threading.Thread(target=writes.close)
+    closing.start()
+    gate.set()
+    closing.join(10)
+    assert first.result(0) == "first"
+    assert [future.result(0) for future in queued] == ["q0", "q1", "q2"]
+    assert thread is not None
+    assert not thread.is_alive()
+    assert writes._connection is None
+    assert writes.run(insert("after", 1)) == "after"  # usable again: a new thread
+    writes.close()

@@ -96,6 +96,12 @@ class ModuleStore:
             else db.engine
         )
 
+    def close(self) -> None:
+        """End the writer's thread and close the connections the store keeps of its own."""
+        self.writes.close()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+
     # -- reading -----------------------------------------------------------------------------
 
     def get_entry(self, module: str, key: str) -> Entry | None:

@@ -30,6 +30,9 @@ MAX_GROUP = 256  # writes in one transaction at most
 IDLE_SECONDS = 10.0  # the group writer's thread ends after this long without work
 
 
+_STOP: Any = object()  # queued by `GroupWrites.close`
+
+
 class Writes:
     """Each write its own transaction, in the calling thread (or a thread, for `arun`)."""
 
@@ -45,6 +48,9 @@ class Writes:
         """`run`, off the event loop."""
         return await asyncio.to_thread(self.run, write)
 
+    def close(self) -> None:
+        """Release what the writes hold (nothing here)."""
+
 
 class GroupWrites(Writes):
     """Writes run by one thread, as many as are waiting in one transaction."""
@@ -54,6 +60,13 @@ class GroupWrites(Writes):
         self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._connection: Connection | None = None  # the thread's own, while it lives
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
 
     def submit(self, write: Write[T]) -> Future[T]:
         """Queue `write`; return the future of its result, set once its transaction commits."""
@@ -73,30 +86,59 @@ class GroupWrites(Writes):
     async def arun(self, write: Write[T]) -> T:
         return await asyncio.wrap_future(self.submit(write))
 
+    def close(self) -> None:
+        """Finish the writes queued, end the thread and close its connection."""
+        with self._lock:
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join()
+
     def _work(self) -> None:
         while True:
             try:
                 first = self._queue.get(timeout=IDLE_SECONDS)
+                if first is _STOP:
+                    with self._lock:
+                        self._thread = None
+                    self._close()
+                    return
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
                         self._thread = None
+                        self._close()
                         return
                 continue
             group = [first]
+            stop = False
             with contextlib.suppress(queue.Empty):
                 while len(group) < MAX_GROUP:
-                    group.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
+                    if item is _STOP:
+                        stop = True
+                        break
+                    group.append(item)
             self._commit([item for item in group if item[1].set_running_or_notify_cancel()])
+            if stop:
+                self._queue.put(_STOP)  # after this group: the next turn ends the thread
 
     def _commit(self, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         """Run `group` in one transaction; answer each write after the commit."""
         answers: list[tuple[Future[Any], bool, Any]] = []
         try:
-            with self.engine.begin() as connection:
+            if self._connection is None:  # kept while the thread lives: no pool round trip
+                self._connection = self.engine.connect()
+            connection = self._connection
+            with connection.begin() as transaction:
                 if len(group) == 1:  # no savepoint needed: a failure rolls the whole back
                     write, future = group[0]
-                    answers.append((future, True, write(connection)))
+                    try:
+                        answers.append((future, True, write(connection)))
+                    except Exception as exc:
+                        transaction.rollback()
+                        answers.append((future, False, exc))
                 else:
                     for write, future in group:
                         # Plain SAVEPOINT statements: begin_nested() compiles its own each
@@ -108,7 +150,8 @@ class GroupWrites(Writes):
                             connection.exec_driver_sql("ROLLBACK TO SAVEPOINT write")
                             answers.append((future, False, exc))
                         connection.exec_driver_sql("RELEASE SAVEPOINT write")
-        except Exception as exc:  # BEGIN, a lone write or COMMIT failed: nothing was written
+        except Exception as exc:  # BEGIN or COMMIT failed: nothing was written
+            self._close()  # a connection in any doubt is not used again
             for _, future in group:
                 future.set_exception(exc)
             return
