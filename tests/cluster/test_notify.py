@@ -209,3 +209,24 @@ def test_a_bad_poll_interval_is_refused_naming_the_setting(
     monkeypatch.setenv("MODHUB_SYNC_POLL_SECONDS", value)
     with pytest.raises(ValidationError, match="sync_poll_seconds"):
         Settings()
+
+
+def test_a_change_made_while_the_listener_was_away_arrives_when_it_reconnects(
+    nodes: Callable[..., Node], database: str
+) -> None:
+    a, b = nodes("a"), nodes("b", HOUR)
+    register_bare(a)
+    first = listening(database, b)
+    name = database.rsplit("/", 1)[1]
+    with psycopg.connect(database.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        # No new connection to the database until the change is made: B's listener cannot
+        # reconnect, so the change's notification reaches nobody on B (the open
+        # connections of both nodes' pools keep working).
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            set_status(a, "bare", "ENABLED")
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    wait_for(serves(b, "bare/ping", 501), "node B to catch up on reconnecting")
+    assert listener_pid(database, b) not in (None, first)
