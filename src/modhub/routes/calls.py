@@ -76,7 +76,10 @@ class ModuleCalls:
         if op != "call":
             raise CallRefused(f"the modules service has no operation '{op}'")
         call = _Call(args, self.max_body_bytes)
-        caller = await asyncio.to_thread(self._manifest, context.module, context.version)
+        # One trip to a thread for both reads (the caller's manifest is cached).
+        caller, config = await asyncio.to_thread(
+            self._load, context.module, context.version, call.target
+        )
         wanted = caller.dependencies.modules.get(call.target)
         if wanted is None:
             raise CallRefused(
@@ -119,10 +122,8 @@ class ModuleCalls:
                     f"{principal.username} lacks the permission '{permission}' "
                     f"that {call.method} {call.path} of '{call.target}' requires"
                 )
-        try:
-            config = await asyncio.to_thread(self.configs.config_for_code, call.target)
-        except NotFound:
-            raise CallRefused(f"'{call.target}' is not installed") from None
+        if config is None:
+            raise CallRefused(f"'{call.target}' is not installed")
         limit_ms = max(1, int(min(left * 1000, runtime.timeout_ms)))
         request_id = str(uuid.uuid4())
         payload = route_payload(
@@ -159,6 +160,16 @@ class ModuleCalls:
         except ModhubError as exc:  # the callee failed: answered as to a request from outside
             answer = problem_answer(exc, request_id)
         return _encoded(answer)
+
+    def _load(
+        self, module: str, version: str, target: str
+    ) -> tuple[Manifest, dict[str, Any] | None]:
+        """Return the caller's manifest and the target's config (None: not installed)."""
+        try:
+            config = self.configs.config_for_code(target)
+        except NotFound:
+            config = None
+        return self._manifest(module, version), config
 
     def _status(self, name: str) -> str:
         """Return a module's status for a refusal (blocking: in a thread)."""
