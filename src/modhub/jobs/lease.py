@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from modhub.jobs.store import RunStore
+    from modhub.jobs.store import RetryPolicy, RunStore
 
 log = logging.getLogger("modhub.jobs")
 
@@ -73,8 +73,11 @@ def gone(owner: str, host: str, pid: int) -> bool:
 class Lease:
     """One runner's lease: renewed every `heartbeat`, expired after `LEASE_BEATS` of them."""
 
-    def __init__(self, store: RunStore, heartbeat: timedelta) -> None:
+    def __init__(
+        self, store: RunStore, heartbeat: timedelta, retry: RetryPolicy | None = None
+    ) -> None:
         self.store = store
+        self.retry = retry  # when an interrupted attempt is tried again (None: never)
         self.owner = Owner.new()
         self.heartbeat = heartbeat
         self.renewed_at: datetime | None = None
@@ -106,7 +109,8 @@ class Lease:
         return timedelta(0) <= now - self.renewed_at < self.ttl
 
     def keep(self, now: datetime) -> int:
-        """Renew the lease, then fail the running runs whose owner is gone; return how many.
+        """Renew the lease, then fail the running runs whose owner is gone (queueing their
+        next attempt as `retry` says); return how many.
 
         The lease is renewed before this runner claims any run, so no other runner ever
         sees a run owned by a runner without a lease."""
@@ -116,14 +120,14 @@ class Lease:
             _LIVE.add(self.owner.id)  # again, if it had stopped
             self.store.beat(self.owner, now)
             self.renewed_at = now
-        failed = self.store.interrupt_running(now, self.owner.id, self.ttl)
+        failed = self.store.interrupt_running(now, self.owner.id, self.ttl, self.retry)
         if failed:
             log.warning("failed %d job run(s) whose runner stopped", failed)
         return failed
 
     def release(self) -> None:
-        """Give the lease up (this runner stops): other runners fail what it left running
-        at their next heartbeat instead of waiting for the lease to expire."""
+        """Give the lease up (this runner stops): other runners fail (and retry) what it left
+        running at their next heartbeat instead of waiting for the lease to expire."""
         with self._lock:
             self._released = True
             _LIVE.discard(self.owner.id)

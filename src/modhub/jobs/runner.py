@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from modhub.errors import Conflict, HandlerMissing, HandlerTimeout, ModhubError, NotFound
+from modhub.jobs.claim import claim_ready
 from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
-from modhub.jobs.store import RunStore, RunView
+from modhub.jobs.store import Interrupted, RunStore, RunView
 from modhub.manifest import Manifest
 from modhub.registry import Registry, Status
 from modhub.sandbox import ModuleRuntime, WorkerPool
@@ -81,14 +82,14 @@ class JobRunner:
         self.limits = limits or JobLimits()
         self.clock = clock
         self.store = RunStore(registry.db)
-        self.lease = Lease(self.store, self.limits.heartbeat)
+        self.lease = Lease(self.store, self.limits.heartbeat, self._retry_at)
         self.specs: dict[tuple[str, str], JobSpec] = {}
         self.last: dict[tuple[str, str], datetime] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._run_modules: dict[int, str] = {}
         self._next_at: dict[tuple[str, str], tuple[datetime, object, datetime]] = {}
         self._starting: asyncio.Lock | None = None
-        self._module_load: dict[str, int] = defaultdict(int)
+        self._module_load: dict[str, int] = defaultdict(int)  # this runner's runs in flight
         self._fingerprint: object = None
         self._pruned_at: datetime | None = None
         self._loaded = False
@@ -244,16 +245,19 @@ class JobRunner:
         room = self.limits.concurrency - len(self.tasks)
         if room <= 0 or not self.lease.held(now):  # `tick` renews it first
             return
-        for run in await asyncio.to_thread(self.store.ready, now, room * 4):
-            if len(self.tasks) >= self.limits.concurrency:
-                break
-            spec = self.specs.get((run.module, run.job))
-            if spec is None or spec.version != run.version:
-                continue  # its module is not enabled at that version (refresh cancels it)
-            if self._module_load[run.module] >= self.limits.per_module:
-                continue
-            if not await asyncio.to_thread(self.store.claim, run.id, now, self.lease.owner.id):
-                continue
+        specs = self.specs  # runs of modules not enabled at their version stay queued
+        runnable = {key: s.version for key, s in specs.items() if s.runtime is not None}
+        claims = await asyncio.to_thread(
+            claim_ready,
+            self.store.db,
+            now,
+            self.lease.owner.id,
+            room,
+            self.limits.per_module,  # counted in the database: for every runner at once
+            runnable,
+        )
+        for run in claims:
+            spec = specs[(run.module, run.job)]
             self._module_load[run.module] += 1
             self._run_modules[run.id] = run.module
             self.tasks[run.id] = asyncio.create_task(
@@ -320,8 +324,6 @@ class JobRunner:
             self._run_modules.pop(run_id, None)
             self._module_load[spec.module] -= 1
         if finished and status in ("failed", "timed_out") and attempt <= spec.job.retries:
-            delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
-            delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
             await asyncio.to_thread(
                 self.store.enqueue,
                 spec.module,
@@ -330,9 +332,23 @@ class JobRunner:
                 scheduled,
                 trigger="retry",
                 attempt=attempt + 1,
-                not_before=now + timedelta(seconds=delay),
+                not_before=now + self._backoff(attempt),
             )
         await self.execute_ready(self.clock())  # a slot is free: start the next run now
+
+    def _backoff(self, attempt: int) -> timedelta:
+        """Return how long a failed attempt waits for the next one."""
+        delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
+        delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
+        return timedelta(seconds=delay)
+
+    def _retry_at(self, run: Interrupted, now: datetime) -> datetime | None:
+        """Return when an interrupted attempt is tried again, as a failed one is; None when
+        its retries are spent or its job is not enabled here at its version."""
+        spec = self.specs.get((run.module, run.job))
+        if spec is None or spec.version != run.version or run.attempt > spec.job.retries:
+            return None
+        return now + self._backoff(run.attempt)
 
     async def cancel(self, run_id: int) -> RunView:
         """Cancel a run: a queued one never starts, a running one is abandoned."""
@@ -345,14 +361,15 @@ class JobRunner:
     # -- the loop --------------------------------------------------------------------------
 
     async def tick(self, now: datetime) -> None:
-        """Do one round: renew the lease (and fail runs of runners that are gone) when the
-        heartbeat is due, reload jobs if the registry moved, fire due ticks, start runs."""
-        if self.lease.due(now):
-            await asyncio.to_thread(self.lease.keep, now)
+        """Do one round: reload jobs if the registry moved, renew the lease (and fail, or
+        retry, runs of runners that are gone) when the heartbeat is due, fire due ticks,
+        start runs. The jobs are loaded first: they say how often a run may be retried."""
         fingerprint = await asyncio.to_thread(self.registry.fingerprint)
         if fingerprint != self._fingerprint:
             await asyncio.to_thread(self.refresh, now)
             self._fingerprint = fingerprint
+        if self.lease.due(now):
+            await asyncio.to_thread(self.lease.keep, now)
         await asyncio.to_thread(self.fire_due, now)
         await self.execute_ready(now)
         if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +17,22 @@ from modhub.jobs.lease import Owner, gone
 from modhub.registry.types import Shape
 
 ACTIVE = ("queued", "running")
+INTERRUPTED = "interrupted: the server stopped"
 STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled")
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A running attempt whose runner is gone, failed by `interrupt_running`."""
+
+    module: str
+    job: str
+    version: str
+    scheduled_at: datetime
+    attempt: int
+
+
+RetryPolicy = Callable[[Interrupted, datetime], datetime | None]
 
 
 class RunView(Shape):
@@ -102,19 +119,21 @@ class RunStore:
     def enqueue_many(self, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
         """Insert scheduled runs in bulk, skipping ticks another scheduler inserted first
         (INSERT ... ON CONFLICT DO NOTHING on the unique key); return the ids inserted."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(JobRun)
-            .on_conflict_do_nothing(index_elements=["module", "job", "scheduled_at", "attempt"])
-            .returning(JobRun.id)
-        )
+        statement = self._insert_new().returning(JobRun.id)
         ids: list[int] = []
         for start in range(0, len(rows), chunk):
             with self.db.write() as session:
                 ids += session.scalars(statement, rows[start : start + chunk]).all()
         return ids
+
+    def _insert_new(self) -> Any:
+        """Return an INSERT of runs that skips a tick (and attempt) already inserted."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        return insert(JobRun).on_conflict_do_nothing(
+            index_elements=["module", "job", "scheduled_at", "attempt"]
+        )
 
     def last_scheduled(self, module: str, job: str) -> datetime | None:
         """Return the newest tick fired for a job by the scheduler."""
@@ -125,18 +144,6 @@ class RunStore:
                 )
             )
             return newest
-
-    def ready(self, now: datetime, limit: int) -> list[JobRun]:
-        """Return queued runs whose time has come, oldest first."""
-        with self.db.read() as session:
-            return list(
-                session.scalars(
-                    select(JobRun)
-                    .where(JobRun.status == "queued", JobRun.not_before <= now)
-                    .order_by(JobRun.not_before, JobRun.id)
-                    .limit(limit)
-                )
-            )
 
     def claim(self, run_id: int, now: datetime, owner: str) -> bool:
         """Mark a queued run running, owned by the runner `owner`; False when another
@@ -244,8 +251,14 @@ class RunStore:
         with self.db.write() as session:
             session.execute(delete(RunnerLease).where(RunnerLease.owner == owner))
 
-    def interrupt_running(self, now: datetime, owner: str, ttl: timedelta) -> int:
+    def interrupt_running(
+        self, now: datetime, owner: str, ttl: timedelta, retry: RetryPolicy | None = None
+    ) -> int:
         """Fail the running runs no live runner owns; return how many.
+
+        An interrupted attempt is a failed attempt: `retry` says when its next attempt may
+        start (None: failed for good), and that attempt is queued in the same transaction,
+        so a crash in between cannot fail a run without its retry.
 
         `owner` (the caller) is alive. Another runner is gone when its lease is older than
         `ttl` or its process is known to have stopped (`lease.gone`); runs of a runner with
@@ -265,18 +278,45 @@ class RunStore:
             live = select(RunnerLease.owner).where(
                 RunnerLease.seen_at >= cutoff, RunnerLease.owner.not_in(stopped)
             )
-            result = session.execute(
-                update(JobRun)
-                .where(
-                    JobRun.status == "running",
-                    or_(
-                        JobRun.owner.is_(None),
-                        and_(JobRun.owner != owner, JobRun.owner.not_in(live)),
-                    ),
-                )
-                .values(status="failed", finished_at=now, error="interrupted: the server stopped")
-                .execution_options(synchronize_session=False)
-            )
+            interrupted = [
+                Interrupted(*row)
+                for row in session.execute(
+                    update(JobRun)
+                    .where(
+                        JobRun.status == "running",
+                        or_(
+                            JobRun.owner.is_(None),
+                            and_(JobRun.owner != owner, JobRun.owner.not_in(live)),
+                        ),
+                    )
+                    .values(status="failed", finished_at=now, error=INTERRUPTED)
+                    .returning(
+                        JobRun.module,
+                        JobRun.job,
+                        JobRun.version,
+                        JobRun.scheduled_at,
+                        JobRun.attempt,
+                    )
+                    .execution_options(synchronize_session=False)
+                ).all()
+            ]
+            retries = [
+                {
+                    "module": run.module,
+                    "job": run.job,
+                    "version": run.version,
+                    "trigger": "retry",
+                    "scheduled_at": run.scheduled_at,
+                    "not_before": at,
+                    "attempt": run.attempt + 1,
+                    "status": "queued",
+                    "log": "",
+                }
+                for run in interrupted
+                if retry is not None and (at := retry(run, now)) is not None
+            ]
+            if retries:
+                session.execute(self._insert_new(), retries)
             if expired or stopped:
                 session.execute(
                     delete(RunnerLease).where(
@@ -287,7 +327,7 @@ class RunStore:
                         )
                     )
                 )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return len(interrupted)
 
     def get(self, run_id: int) -> RunView:
         """Return one run."""

@@ -1,0 +1,114 @@
+"""Claiming queued runs: any runner with free room takes the oldest ready runs, and a
+module's concurrency limit holds for every runner sharing the database.
+
+On PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED` (two runners claiming at
+once take different runs and never wait for each other's rows), and the running runs of
+each module are counted under an advisory transaction lock on the module's name, so two
+runners' claims of one module are ordered and cannot both pass its limit. On SQLite the
+claim is one `BEGIN IMMEDIATE` transaction: writers are serialized anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+
+from modhub.db import Database
+from modhub.db.models import JobRun
+
+CLAIM_LOCK = 0x6A6F6273  # the first key of the two-key advisory locks on module names
+CANDIDATES = 4  # runs read per free slot: some may be held back by their module's limit
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this runner now owns (its row is `running`)."""
+
+    id: int
+    module: str
+    job: str
+    version: str
+    attempt: int
+    scheduled_at: datetime
+
+
+def module_key(module: str) -> int:
+    """Return the advisory lock key of a module (a signed 32-bit hash of its name)."""
+    digest = hashlib.blake2b(module.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def claim_ready(
+    db: Database,
+    now: datetime,
+    owner: str,
+    room: int,
+    per_module: int,
+    runnable: Mapping[tuple[str, str], str],
+) -> list[Claim]:
+    """Claim up to `room` queued runs whose time has come, oldest first, for `owner`.
+
+    `runnable` maps (module, job) to the version this runner can run; other runs are left
+    queued. A module never has more than `per_module` runs running across all runners.
+    """
+    if room <= 0 or not runnable:
+        return []
+    postgres = db.dialect == "postgresql"
+    modules = sorted({module for module, _ in runnable})
+    with db.write() as session:
+        query = (
+            select(
+                JobRun.id,
+                JobRun.module,
+                JobRun.job,
+                JobRun.version,
+                JobRun.attempt,
+                JobRun.scheduled_at,
+            )
+            .where(JobRun.status == "queued", JobRun.not_before <= now, JobRun.module.in_(modules))
+            .order_by(JobRun.not_before, JobRun.id)
+            .limit(room * CANDIDATES)
+        )
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        candidates = [
+            Claim(*row)
+            for row in session.execute(query).all()
+            if runnable.get((row.module, row.job)) == row.version
+        ]
+        if not candidates:
+            return []
+        wanted = {c.module for c in candidates}
+        if postgres:
+            # In one order for every runner (by key: names may share one), so none deadlock.
+            for key in sorted({module_key(m) for m in wanted}):
+                session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK, key)))
+        # After the locks: on PostgreSQL this statement sees every claim committed before.
+        running: dict[str, int] = {
+            module: count
+            for module, count in session.execute(
+                select(JobRun.module, func.count(JobRun.id))
+                .where(JobRun.status == "running", JobRun.module.in_(sorted(wanted)))
+                .group_by(JobRun.module)
+            ).all()
+        }
+        chosen: list[Claim] = []
+        for claim in candidates:
+            if len(chosen) >= room:
+                break
+            if running.get(claim.module, 0) >= per_module:
+                continue
+            running[claim.module] = running.get(claim.module, 0) + 1
+            chosen.append(claim)
+        if chosen:
+            session.execute(
+                update(JobRun)
+                .where(JobRun.id.in_([c.id for c in chosen]), JobRun.status == "queued")
+                .values(status="running", started_at=now, owner=owner)
+                .execution_options(synchronize_session=False)
+            )
+        return chosen
