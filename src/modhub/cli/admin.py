@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modhub.cli.app import app, err, out
+from modhub.cli.app import app, err, load_settings, out
 from modhub.db import Database
 from modhub.db.migrate import upgrade
 from modhub.errors import ModhubError
@@ -37,11 +37,9 @@ app.add_typer(roles_app, name="roles")
 
 
 def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
-    """Return the settings from the environment, with command-line overrides."""
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    return Settings(**values)  # type: ignore[arg-type]
+    """Return the settings from the environment, with command-line overrides (an invalid
+    setting ends the command with a line naming it, exit 2)."""
+    return load_settings(data_dir=data_dir, **overrides)
 
 
 def start(data_dir: Path | None) -> Services:

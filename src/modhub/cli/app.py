@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
@@ -75,13 +77,32 @@ def schema() -> None:
 def _allow_direct_references() -> bool:
     """Return MODHUB_PIP_ALLOW_DIRECT_REFERENCES, read from the environment as the server
     reads it (an invalid value stops the command, naming the variable)."""
+    return load_settings().pip_allow_direct_references
+
+
+def load_settings(**options: Any) -> Settings:
+    """Return the settings from the environment, with the command line's `options` (None:
+    not given) over them; on an invalid one, print a line naming each invalid setting (the
+    option when it came from the command line, else its variable) and exit 2."""
+    given = {name: value for name, value in options.items() if value is not None}
     try:
-        return Settings().pip_allow_direct_references
+        return Settings(**given)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            name = "MODHUB_" + "_".join(str(p) for p in error["loc"]).upper()
-            err.print(f"[red]error[/]   {escape(name)}: {escape(error['msg'])}")
-        raise typer.Exit(2) from None
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name, message = _setting(field, given), error["msg"]
+            err.print(f"[red]error:[/] {escape(name)}: {escape(message)}", soft_wrap=True)
+    except SettingsError as exc:  # a list or JSON setting that does not parse
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found.group(1) if found else "?"
+        name = _setting(field, given)
+        err.print(f"[red]error:[/] {escape(name)}: not valid JSON", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _setting(field: str, given: dict[str, Any]) -> str:
+    """Return how the user set a setting: its command-line option, or its variable."""
+    return f"--{field.replace('_', '-')}" if field in given else f"MODHUB_{field.upper()}"
 
 
 def _print_result(path: Path, result: ValidationResult) -> None:

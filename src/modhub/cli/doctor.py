@@ -12,11 +12,10 @@ import typer
 from rich.table import Table
 
 from modhub import __version__
-from modhub.cli.app import app, out
+from modhub.cli.app import app, load_settings, out
 from modhub.lifecycle.environment import uv_bin
 from modhub.sandbox.cgroups import Cgroups
 from modhub.sandbox.launch import bwrap_path, isolation
-from modhub.settings import Settings
 
 
 @app.command()
@@ -26,7 +25,7 @@ def doctor(
     ] = None,
 ) -> None:
     """Say which isolation module workers get here, and check the tools modhub uses."""
-    settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    settings = load_settings(data_dir=data_dir)
     table = Table("check", "result")
     mode = isolation()
     bwrap = bwrap_path()
