@@ -345,3 +345,30 @@ def test_a_failure_is_answered_until_its_backoff_ends_then_tried_again(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"testlib": "1.0.0"}
     assert services.materializer.snapshot() == {"materialized": ["hello@1.0.0"], "lastError": None}
+
+
+def test_a_node_serves_ui_files_from_its_own_copy(start: Start, tmp_path: Path) -> None:
+    """UI files came from the installing node's folder (the version row's path): gone with
+    that node's data dir, or on another machine, they answered 404 on every other node."""
+    folder = tmp_path / "sources" / "hello-ui" / "hello"
+    (folder / "pages").mkdir(parents=True)
+    manifest = {
+        "name": "hello",
+        "version": "1.0.0",
+        "displayName": "Hello",
+        "capabilities": {
+            "ui": {"pages": [{"path": "/hello", "component": "pages/main.js", "title": "Hi"}]}
+        },
+    }
+    (folder / "module.json").write_text(json.dumps(manifest), "utf-8")
+    (folder / "pages" / "main.js").write_text("export default () => 'hi from B';\n")
+    a = start("a")
+    auth = login(a)
+    install(a, auth, as_bundle(folder, "tar.gz"))
+    b = start("b")  # an empty data dir
+    stop_server(a)
+    shutil.rmtree(tmp_path / "a")  # the installing node and its folder are gone
+    answer = httpx.get(f"{b.url}/ui/modules/hello/pages/main.js", timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.text == "export default () => 'hi from B';\n"
+    assert MATERIALIZED in b.output()

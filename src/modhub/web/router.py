@@ -12,6 +12,7 @@ import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
@@ -144,7 +145,11 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
         raise NotFound(f"'{file_path}' is not in the UI folder of module '{name}'")
     if not _servable(relative):
         raise NotFound(f"'{file_path}' is not a UI file of module '{name}'")
-    root = Path(row.path).resolve()
+    # This node's own copy of the version (the row's path is the installing node's, maybe
+    # on another machine): materialized from the database first if this node lacks it.
+    if not svc.materializer.ready(name, served.version):
+        anyio.from_thread.run(svc.materializer.ensure, name, served.version)
+    root = svc.lifecycle.layout.code(name, served.version).resolve()
     target = (root / file_path).resolve()
     if not target.is_relative_to(root) or not target.is_file():
         raise NotFound(f"module '{name}' has no UI file '{file_path}'")
