@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,8 @@ from modhub.errors import ConfigurationError
 from modhub.jobs import JobLimits, JobRunner
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
+from modhub.lifecycle.operations import OWNER
+from modhub.lifecycle.recovery import owner_alive, take_over
 from modhub.lifecycle.service import storage_quota_bytes
 from modhub.manifest import Manifest
 from modhub.registry import Registry
@@ -28,6 +31,8 @@ from modhub.sandbox import ModuleRuntime, PoolLimits, WorkerPool
 from modhub.settings import Settings
 from modhub.store import ModuleStore
 from modhub.store.channel import StoreService
+
+log = logging.getLogger("modhub.cluster")
 
 
 @dataclass
@@ -167,7 +172,7 @@ class Services:
             db,
             heartbeat=timedelta(seconds=settings.node_heartbeat_seconds),
             report=services.node_report,
-            release=services.jobs.store.release,
+            release=services.release_gone,
             address=f"http://{settings.host}:{settings.port}",
         )
         return services
@@ -183,6 +188,20 @@ class Services:
             last_error=snapshot["lastError"],
             runner=self.jobs.lease.owner.id,
         )
+
+    def release_gone(self, runner: str) -> None:
+        """Release the job lease of a node seen gone, and take over the lifecycle
+        operations it left running (docs: "Cluster: running several nodes")."""
+        self.jobs.store.release(runner)
+        nodes = self.nodes.nodes()
+        up = {f"{n.host}:{n.pid}" for n in nodes if n.status == "up"}
+        gone = {f"{n.host}:{n.pid}" for n in nodes if n.status != "up"} - up
+
+        def dead(owner: str) -> bool:
+            return owner != OWNER and (owner in gone or not owner_alive(owner))
+
+        for line in take_over(self.lifecycle, dead):
+            log.warning("took over from a gone node: %s", line)
 
     def change_listener(self) -> ChangeListener | None:
         """Return a listener that wakes the route sync and the job runner whenever another

@@ -1,20 +1,28 @@
-"""Crash recovery: bring every module back to a stable state at start-up.
+"""Crash recovery: bring every module back to a stable state at start-up, and take over
+the operations of a node that is gone while the cluster runs.
 
 An operation row still `running` whose process is gone was cut short by a crash. Each
 module it left in a transitional state is finished or undone, half-written folders and
 environments are removed, and every action is written to the audit log.
+
+`take_over` does the same for the operations of a process that died while others run (a
+node of the cluster seen gone, or a process on this host whose pid is dead): one live node
+claims each (an update that only one can win), marks it interrupted and settles its module;
+the dead node's own files are swept when it starts again.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from modhub.db.audit import SYSTEM, record
 from modhub.db.models import Module, ModuleVersion, Operation, utcnow
+from modhub.errors import ModhubError
 from modhub.lifecycle.bundle import remove_tree
 from modhub.lifecycle.environment import remove_env
 from modhub.lifecycle.operations import staging_owner
@@ -75,6 +83,60 @@ def recover(lifecycle: Lifecycle) -> list[str]:
     return done + [action for _, action in swept]
 
 
+def take_over(lifecycle: Lifecycle, dead: Callable[[str], bool]) -> list[str]:
+    """Settle the running operations whose owner `dead` says is gone; return what was done.
+
+    Several live nodes may call this at once: each operation is claimed by the one whose
+    conditional update marks it interrupted, and only that one settles its module.
+    """
+    db = lifecycle.registry.db
+    with db.read() as session:
+        orphans = [
+            (op.id, op.module, op.kind, dict(op.detail))
+            for op in session.scalars(select(Operation).where(Operation.status == "running"))
+            if dead(str(op.detail.get("owner", "")))
+        ]
+    done: list[str] = []
+    for op_id, name, kind, detail in orphans:
+        with db.write() as session:
+            claimed = session.execute(
+                update(Operation)
+                .where(Operation.id == op_id, Operation.status == "running")
+                .values(
+                    status="failed",
+                    error="interrupted: its node stopped while this operation ran",
+                    finished_at=utcnow(),
+                )
+            )
+            if not claimed.rowcount:  # type: ignore[attr-defined]
+                continue  # another live node took it
+            record(session, SYSTEM, "recovery.operation", name, operation=op_id, kind=kind)
+        done.append(f"operation {op_id} ({kind} {name}) of a gone node marked interrupted")
+        with db.read() as session:
+            module = session.scalars(select(Module).where(Module.name == name)).first()
+        if module is None or module.status not in (
+            Status.INSTALLING,
+            Status.UPDATING,
+            Status.REMOVING,
+        ):
+            continue
+        if any(op.module == name for op in _running(lifecycle)):
+            continue  # a live process works on it again
+        try:
+            done.append(
+                _settle(
+                    lifecycle,
+                    module,
+                    detail.get("fromStatus"),
+                    bool(detail.get("keepData")),
+                    note="interrupted: its node stopped",
+                )
+            )
+        except ModhubError as exc:  # changed meanwhile by someone else: theirs stands
+            done.append(f"{name}: not settled ({exc.detail})")
+    return done
+
+
 def _running(lifecycle: Lifecycle) -> list[Operation]:
     with lifecycle.registry.db.read() as session:
         return [
@@ -84,9 +146,14 @@ def _running(lifecycle: Lifecycle) -> list[Operation]:
         ]
 
 
-def _settle(lifecycle: Lifecycle, module: Module, start: str | None, keep_data: bool) -> str:
+def _settle(
+    lifecycle: Lifecycle,
+    module: Module,
+    start: str | None,
+    keep_data: bool,
+    note: str = "interrupted by a restart",
+) -> str:
     registry, name = lifecycle.registry, module.name
-    note = "interrupted by a restart"
     if module.status == Status.INSTALLING:
         remove_env(lifecycle.layout.env(name, module.version))
         registry.transition(
