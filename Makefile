@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # bubblewrap gives module workers their own namespaces (tests cover that, not only the
-# rlimits fallback); Debian's chromium runs the console's browser tests. Installed with
-# apt-get where we are root and they are missing.
-APT_PACKAGES := bwrap:bubblewrap chromium:chromium
+# rlimits fallback); Debian's chromium runs the console's browser tests; HAProxy balances
+# the cluster tests' nodes. Installed with apt-get where we are root and they are missing.
+APT_PACKAGES := bwrap:bubblewrap chromium:chromium haproxy:haproxy
 system-deps:
 	@for pair in $(APT_PACKAGES); do \
 		tool=$${pair%%:*}; package=$${pair##*:}; \
