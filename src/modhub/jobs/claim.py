@@ -59,6 +59,10 @@ def claim_ready(
         return []
     postgres = db.dialect == "postgresql"
     modules = sorted({module for module, _ in runnable})
+    ready = (JobRun.status == "queued", JobRun.not_before <= now, JobRun.module.in_(modules))
+    with db.read() as session:  # most rounds find nothing: no write transaction for them
+        if session.scalar(select(JobRun.id).where(*ready).limit(1)) is None:
+            return []
     with db.write() as session:
         query = (
             select(
@@ -69,7 +73,7 @@ def claim_ready(
                 JobRun.attempt,
                 JobRun.scheduled_at,
             )
-            .where(JobRun.status == "queued", JobRun.not_before <= now, JobRun.module.in_(modules))
+            .where(*ready)
             .order_by(JobRun.not_before, JobRun.id)
             .limit(room * CANDIDATES)
         )
