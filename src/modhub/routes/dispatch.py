@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -124,6 +124,9 @@ class ModuleServices(Protocol):
         ...
 
 
+_CONFIG = select(Module.config).where(Module.name == bindparam("name"))
+
+
 class ModuleConfigs:
     """Each module's config in clear, read from the database on every request.
 
@@ -133,15 +136,22 @@ class ModuleConfigs:
     """
 
     def __init__(self, registry: Registry) -> None:
-        self._db = registry.db
+        engine = registry.db.engine
+        # One statement: on PostgreSQL no BEGIN and ROLLBACK round trips around it.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self._box = registry.box
         self._seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def config_for_code(self, name: str) -> dict[str, Any]:
         """Return the config of module `name` with secrets in clear (NotFound if it is gone)."""
-        with self._db.read() as session:
-            stored = session.scalar(select(Module.config).where(Module.name == name))
+        # A Core connection, not an ORM session: the session doubled this read's cost.
+        with self._reader.connect() as connection:
+            stored = connection.execute(_CONFIG, {"name": name}).scalar()
         if stored is None:
             raise NotFound(f"no module named '{name}'", module=name)
         seen = self._seen.get(name)
