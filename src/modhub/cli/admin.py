@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +72,14 @@ def serve(
             "[default MODHUB_PREFETCH]",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes sharing the port and the data dir, each a node of the cluster",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API (and, on first start, create the admin account)."""
     import uvicorn
@@ -105,6 +115,10 @@ def serve(
         f"(data in {settings.data_dir}, database {services.db.dialect})"
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        services.close()  # each worker process starts its own, as a node of the cluster
+        serve_workers(settings, workers)
+        return
     uvicorn.run(
         create_app(services=services),
         host=settings.host,
@@ -113,6 +127,45 @@ def serve(
         access_log=False,
         # The C parser (a quarter of /healthz's cost less than h11), refusing request
         # heads over 64 KiB with 431.
+        **server_options("httptools"),
+    )
+
+
+def serve_workers(settings: Settings, workers: int) -> None:
+    """Run `workers` uvicorn processes on one socket, each building its own services from
+    the environment (the command line's settings passed down through it)."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from modhub.api.protocol import server_options
+
+    os.environ.update(
+        MODHUB_DATA_DIR=str(settings.data_dir.resolve()),
+        MODHUB_HOST=settings.host,
+        MODHUB_PORT=str(settings.port),
+        MODHUB_PREFETCH="true" if settings.prefetch else "false",
+    )
+    # uvicorn configures logging in each worker process: modhub's loggers too, at INFO.
+    logs = copy.deepcopy(LOGGING_CONFIG)
+    logs["formatters"]["modhub"] = {"format": "%(levelname)s %(name)s: %(message)s"}
+    logs["handlers"]["modhub"] = {
+        "formatter": "modhub",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    logs["loggers"]["modhub"] = {"handlers": ["modhub"], "level": "INFO", "propagate": False}
+    uvicorn.run(
+        "modhub.api.app:create_app",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=logs,
+        # A process starting on a busy machine (imports, migrations checked, recovery) may
+        # take longer than uvicorn's 5 s to answer its supervisor: not a hang.
+        timeout_worker_healthcheck=30,
+        access_log=False,
         **server_options("httptools"),
     )
 
