@@ -3,10 +3,11 @@ sessions, `retries 0`): any node answers anything.
 
 A bundle installed through the balancer is served by every node, asked directly too, and
 by a node started afterwards on an empty data dir; an API token, an upload, an operation
-polled, a module's logs and a job's run history work through the balancer whichever node
-answers; an upgrade under constant load gives no 5xx; a node whose data dir is deleted
-while it runs builds again what it needs; a node killed in the middle of an install leaves
-nothing half-done: a live node settles its operation.
+polled and a job's run history work through the balancer whichever node answers (a
+module's log: each node's own workers'); a node killed leaves the rotation and, restarted
+on its data dir, joins it again; an upgrade under constant load gives no 5xx; a node whose
+data dir is deleted while it runs builds again what it needs; a node killed in the middle
+of an install leaves nothing half-done: a live node settles its operation.
 """
 
 from __future__ import annotations
@@ -143,8 +144,10 @@ def test_any_node_answers_anything(cluster: Cluster, hello: Path, tmp_path: Path
     assert upload(cluster.url, auth, hello).status_code == 201
     assert enable(cluster, auth)["status"] == "succeeded"
 
-    # The route answers on every node; the module's log (its printed lines) and a job
-    # run's history are answered by whichever node is asked.
+    # The route answers on every node (round robin: each ran it once), and each node's
+    # log of the module has the lines its worker printed; a job run's history is answered
+    # by whichever node is asked. (A node keeps the log of its own workers only: see
+    # docs/architecture.md, "Cluster: running several nodes".)
     for _ in range(3):
         assert ping(cluster.url, auth).status_code == 200
     for node in cluster.nodes:
@@ -297,3 +300,30 @@ def test_a_node_killed_during_an_install_leaves_nothing_half_done(
     assert enable(cluster, auth)["status"] == "succeeded"
     for node in cluster.nodes:
         assert ping(node.url, auth).json() == {"testlib": "1.0.0"}
+
+
+def test_a_killed_node_leaves_the_rotation_and_a_restarted_one_joins_again(
+    cluster: Cluster, hello: Path
+) -> None:
+    auth = cluster.login()
+    assert upload(cluster.url, auth, hello).status_code == 201
+    assert enable(cluster, auth)["status"] == "succeeded"
+    b = cluster.nodes[1]
+    assert ping(b.url, auth).status_code == 200  # materialized on B's data dir
+    cluster.kill(b)
+
+    # Once the health check marks it down, every answer comes from the two left.
+    def rotation_without_b() -> bool:
+        answers = [ping(cluster.url, auth) for _ in range(4)]
+        return all(a.status_code == 200 for a in answers) and served_by(answers) == {"a", "c"}
+
+    wait_for(rotation_without_b, 30, "the balancer to leave the killed node out")
+
+    again = cluster.restart(b)  # its data dir still holds the module: nothing to rebuild
+    wait_for(
+        lambda: "b" in served_by([ping(cluster.url, auth) for _ in range(3)]),
+        30,
+        "the restarted node to be back in the rotation",
+    )
+    assert ping(again.url, auth).json() == {"testlib": "1.0.0"}
+    assert MATERIALIZED.format("1.0.0") not in again.output()
