@@ -170,7 +170,7 @@ def test_a_modules_limit_holds_across_runners(
                 await asyncio.sleep(0.02)
         finally:
             await stop(runners)
-        assert most == 1
+        assert most <= 1  # as the database showed it after each round
         # The handlers' own clocks: each run started after the one before it ended.
         spans = sorted(
             (r.result["value"]["started"], r.result["value"]["ended"])
