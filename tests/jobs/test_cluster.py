@@ -12,8 +12,10 @@ import contextlib
 import itertools
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from sqlalchemy import select
 
 from modhub.db.models import StoredValue, utcnow
 from modhub.jobs import JobRunner
+from modhub.jobs.claim import Claim, claim_ready
 from modhub.jobs.lease import LEASE_BEATS
 from modhub.jobs.store import INTERRUPTED, RunStore
 from modhub.registry import Status
@@ -324,3 +327,33 @@ def test_a_node_killed_during_a_run_has_the_run_finished_on_another_node(
         for pid in leftovers:  # A's workers, orphaned by the kill
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# -- claiming, at the database ------------------------------------------------------------
+
+
+def test_claimers_racing_for_one_module_never_pass_its_limit(services: Services) -> None:
+    """Eight claimers at once (threads, own connections), each with room for one run and so
+    holding a few candidates of its own: the module's limit of 2 holds for all of them."""
+    store = RunStore(services.db)
+    for second in range(32):
+        store.enqueue("busy", "j", "1.0.0", T0 + timedelta(seconds=second), trigger="manual")
+    runnable = {("busy", "j"): "1.0.0"}
+    now = T0 + timedelta(minutes=1)
+    start = threading.Barrier(8)
+
+    def claimer(owner: str) -> list[Claim]:
+        start.wait(30)
+        return claim_ready(services.db, now, owner, 1, 2, runnable)
+
+    with ThreadPoolExecutor(8) as threads:
+        claimed = list(threads.map(claimer, [f"runner-{i}" for i in range(8)]))
+    ids = [c.id for claims in claimed for c in claims]
+    running = rows(services.db, status="running")
+    assert sorted(ids) == sorted(r.id for r in running)
+    assert len(running) == 2
+    assert len({r.owner for r in running}) == 2  # room for one each
+    # A finished run frees its slot for the next claim, whichever runner makes it.
+    store.finish(running[0].id, "succeeded", now)
+    assert len(claim_ready(services.db, now, "runner-9", 4, 2, runnable)) == 1
+    assert len(rows(services.db, status="running")) == 2
