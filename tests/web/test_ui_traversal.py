@@ -1,6 +1,6 @@
 """A module's UI files are served from its UI folder only: no path that climbs out of it
 (`..`, `%2e%2e`, encoded slashes, backslashes, absolute paths) reaches another file of the
-module, even a servable one."""
+module, even a servable one; a hidden file inside it is never served either."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def deep_module(services: Services, tmp_path: Path) -> str:
     (folder / "ui" / "pages" / "Page.js").write_text("export default function P() {}\n")
     (folder / "lib" / "secret.js").write_text(SECRET)
     (folder / "ui" / "secret.js").write_text(SECRET)  # above the UI folder: not in it
+    (folder / "ui" / "pages" / ".hidden.js").write_text(SECRET)  # hidden: never served
     services.lifecycle.add_bundle(folder, actor="test")
     services.lifecycle.set_status("ui-deep", Status.ENABLED, actor="test")
     return BASE
@@ -56,6 +57,8 @@ CLIMBS = [
     "ui/pages/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
     "lib/secret.js",
     "ui/secret.js",
+    "ui/pages/.hidden.js",
+    "ui/pages/%2ehidden.js",
 ]
 
 
