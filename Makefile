@@ -48,6 +48,13 @@ bench: install system-deps
 		if [ -f bench/$$script.py ]; then echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; fi; \
 	done
 
+# Breaks the security- and correctness-critical code on purpose, one break at a time, in a
+# copy of the tree, and checks a test catches each (mutation/breaks.py; docs/testing.md).
+# Not part of `make test`: a few minutes.
+.PHONY: mutation
+mutation: install
+	$(BIN)/python mutation/run.py
+
 screenshots: install system-deps
 	MODHUB_SCREENSHOTS=1 $(BIN)/pytest tests/web -q
 
