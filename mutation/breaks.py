@@ -31,6 +31,7 @@ STORE = "src/modhub/jobs/store.py"
 PERMISSIONS = "src/modhub/auth/permissions.py"
 THROTTLE = "src/modhub/auth/throttle.py"
 WEB = "src/modhub/web/router.py"
+SYNC = "src/modhub/routes/sync.py"
 
 BREAKS: tuple[Break, ...] = (
     Break(
@@ -135,5 +136,12 @@ BREAKS: tuple[Break, ...] = (
         "                principal.can(p) for p in page.permissions\n"
         "            ):\n",
         ("tests/web/test_navigation_permissions.py",),
+    ),
+    Break(
+        "the cross-process poller never sees another process's change",
+        SYNC,
+        "                if seen != self._fingerprint:\n",
+        "                if seen != self._fingerprint and False:\n",
+        ("tests/cluster/test_notify.py::test_with_the_listener_off_the_poll_still_catches_up",),
     ),
 )
