@@ -185,3 +185,30 @@ def test_module_routes_matrix_every_method_every_caller(
         wanted["GET /open", caller] = module_expected(caller, None)
 
     assert actual == wanted
+
+
+def test_a_method_an_operation_lacks_is_never_served(
+    client: TestClient, services: Services, tokens: dict[str, str]
+) -> None:
+    """Each documented path, by each method it does not document (HEAD aside: the module
+    routes' matrix covers it), by a caller with no token, a viewer and an admin: refused
+    (405; 401, 403 or 404 where the path is another operation's too), never served."""
+    register(client, tokens["admin"], manifest("target"))
+    spec = client.get("/openapi.json", headers=bearer(tokens["admin"])).json()
+    headers = credentials(services, tokens)
+    served = {}
+    for path, operations in spec["paths"].items():
+        if path in NOT_OPERATIONS or path.startswith(f"{API}/m/"):
+            continue
+        documented = {m.upper() for m in operations}
+        concrete = next(
+            p.replace("{victim}", "1")
+            for _, p, _, _ in [*ENDPOINTS, *MORE]
+            if template(path).match(p.replace("{victim}", "1"))
+        )
+        for method in sorted(set(METHODS) - documented - {"HEAD"}):
+            for caller in ("none", "viewer", "admin"):
+                status = client.request(method, concrete, headers=headers[caller]).status_code
+                if status not in (401, 403, 404, 405):  # 403: another operation's path
+                    served[method, concrete, caller] = status
+    assert served == {}
