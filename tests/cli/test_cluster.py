@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modhub.cli import client
-from modhub.cli.app import app
+from modhub.cli.app import app, out
 
 from ..conftest import LiveServer
 from .test_client import env, modhub, ok, token  # noqa: F401  (fixtures)
@@ -67,8 +67,10 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return urls
 
 
-def test_nodes_prints_a_table(asked: list[str]) -> None:
-    result = runner.invoke(app, ["cluster", "nodes", *FLAGS], env={"COLUMNS": "250"})
+def test_nodes_prints_a_table(asked: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The console's width is fixed when it is made (at import, from COLUMNS then): set it.
+    monkeypatch.setattr(out, "width", 250)
+    result = runner.invoke(app, ["cluster", "nodes", *FLAGS])
     assert result.exit_code == 0, result.output
     assert asked == ["GET http://h:1/api/v1/cluster/nodes"]
     lines = result.output.splitlines()
