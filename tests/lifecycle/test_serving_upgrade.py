@@ -103,6 +103,10 @@ def test_a_route_answers_200_through_a_slow_upgrade(
             # Hold the build until the route sync's poller has reloaded the whole table
             # while the module is UPDATING (the reload that used to drop it).
             seen = len(loads)
+            # Wake it, as another node's change would: on PostgreSQL this process's own
+            # notification may have reloaded the table already, before `seen`, and then
+            # the poller finds nothing new to reload.
+            services.sync.wake()
             wait_for(
                 lambda: poll() and any(s == Status.UPDATING for _, s in loads[seen:]),
                 what="a reload of the route table during the upgrade",
