@@ -41,7 +41,7 @@ typecheck: install
 	$(BIN)/mypy
 
 test: lint typecheck system-deps
-	$(BIN)/pytest -n 2 --dist loadfile -q
+	$(BIN)/pytest -n 2 --dist loadfile -q --durations=15
 
 bench: install system-deps
 	@for script in validate api lifecycle routes jobs services cluster; do \
