@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,7 +38,7 @@ from tests.conftest import (
     service_missing,
     stop_server,
 )
-from tests.lifecycle.conftest import wheels
+from tests.lifecycle.conftest import wait_for, wheels
 
 __all__ = ["wheels"]
 
@@ -216,3 +217,29 @@ def cluster(postgres_url: str, tmp_path: Path, wheels: Path) -> Iterator[Cluster
         for server in started + (made.nodes + made.extra if made else []):
             if server.process.poll() is None:
                 stop_server(server)
+
+
+def upload(url: str, auth: dict[str, str], bundle: Path) -> httpx.Response:
+    """Upload `bundle` through `url` (a node or the balancer)."""
+    with bundle.open("rb") as stream:
+        return httpx.post(
+            f"{url}/api/v1/modules/bundles",
+            files={"file": (bundle.name, stream, "application/octet-stream")},
+            headers=auth,
+            timeout=120,
+        )
+
+
+def finish(url: str, auth: dict[str, str], answer: httpx.Response) -> dict[str, Any]:
+    """Return the finished operation of a 202 answer, polled at its Location through `url`."""
+    assert answer.status_code == 202, answer.text
+    location = answer.headers["location"]
+
+    def done() -> dict[str, Any] | None:
+        polled = httpx.get(url + location, headers=auth, timeout=30)
+        assert polled.status_code == 200, polled.text
+        view: dict[str, Any] = polled.json()
+        return view if view["status"] != "running" else None
+
+    result: dict[str, Any] = wait_for(done, 180, f"operation {location}")
+    return result

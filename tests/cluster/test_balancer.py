@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, finish, upload
 from tests.conftest import bearer
 from tests.lifecycle.conftest import TESTLIB, as_bundle, wait_for
 
@@ -58,31 +58,6 @@ def write_hello(root: Path, version: str) -> Path:
 @pytest.fixture
 def hello(tmp_path: Path) -> Path:
     return write_hello(tmp_path, "1.0.0")
-
-
-def upload(url: str, auth: dict[str, str], bundle: Path) -> httpx.Response:
-    with bundle.open("rb") as stream:
-        return httpx.post(
-            f"{url}/api/v1/modules/bundles",
-            files={"file": (bundle.name, stream, "application/octet-stream")},
-            headers=auth,
-            timeout=120,
-        )
-
-
-def finish(url: str, auth: dict[str, str], answer: httpx.Response) -> dict[str, Any]:
-    """Return the finished operation of a 202 answer, polled at its Location through `url`."""
-    assert answer.status_code == 202, answer.text
-    location = answer.headers["location"]
-
-    def done() -> dict[str, Any] | None:
-        polled = httpx.get(url + location, headers=auth, timeout=30)
-        assert polled.status_code == 200, polled.text
-        view: dict[str, Any] = polled.json()
-        return view if view["status"] != "running" else None
-
-    result: dict[str, Any] = wait_for(done, 180, f"operation {location}")
-    return result
 
 
 def enable(cluster: Cluster, auth: dict[str, str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from modhub.db import Database
 from modhub.db.models import ClusterNode, JobRun, StoredValue
 from modhub.jobs.store import INTERRUPTED
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, finish, upload
 from tests.jobs.test_cluster import descendants
 from tests.lifecycle.conftest import as_bundle, wait_for
 
@@ -52,31 +52,6 @@ def write_relay(root: Path) -> Path:
     (folder / "module.json").write_text(json.dumps(manifest), "utf-8")
     (folder / "jobs" / "once.py").write_text(ONCE)
     return as_bundle(folder, "tar.gz")
-
-
-def upload(url: str, auth: dict[str, str], bundle: Path) -> httpx.Response:
-    with bundle.open("rb") as stream:
-        return httpx.post(
-            f"{url}/api/v1/modules/bundles",
-            files={"file": (bundle.name, stream, "application/octet-stream")},
-            headers=auth,
-            timeout=120,
-        )
-
-
-def finish(url: str, auth: dict[str, str], answer: httpx.Response) -> dict[str, Any]:
-    """Return the finished operation of a 202 answer, polled at its Location through `url`."""
-    assert answer.status_code == 202, answer.text
-    location = answer.headers["location"]
-
-    def done() -> dict[str, Any] | None:
-        polled = httpx.get(url + location, headers=auth, timeout=30)
-        assert polled.status_code == 200, polled.text
-        view: dict[str, Any] = polled.json()
-        return view if view["status"] != "running" else None
-
-    result: dict[str, Any] = wait_for(done, 180, f"operation {location}")
-    return result
 
 
 def attempts(db: Database) -> list[JobRun]:
