@@ -10,6 +10,7 @@ from pathlib import Path
 
 from modhub.auth import AuthService
 from modhub.cluster.keycheck import verify_secret_key
+from modhub.cluster.logs import LogShipper
 from modhub.cluster.materialize import Materializer
 from modhub.cluster.nodes import NodeRegistry, NodeReport, on_disk
 from modhub.cluster.notify import ChangeListener
@@ -54,6 +55,7 @@ class Services:
     store: ModuleStore
     materializer: Materializer
     nodes: NodeRegistry = field(init=False)  # this process in the node list (set by start)
+    module_logs: LogShipper = field(init=False)  # its modules' log lines, to the database
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -175,6 +177,13 @@ class Services:
             release=services.release_gone,
             address=f"http://{settings.host}:{settings.port}",
         )
+        services.module_logs = LogShipper(
+            db,
+            services.nodes.id,
+            max_lines=settings.module_log_lines,
+            max_bytes=settings.module_log_bytes,
+        )
+        pool.output.sink = services.module_logs.add
         return services
 
     def node_report(self) -> NodeReport:

@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"
     )
+    module_log_lines: int = Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Lines of each module's log kept in the database, from every node",
+    )
+    module_log_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of each module's log kept in the database, from every node",
+    )
 
     @field_validator("data_dir")
     @classmethod

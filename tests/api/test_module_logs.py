@@ -1,8 +1,9 @@
-"""`GET /modules/{name}/logs`: a bounded tail, whatever the module printed.
+"""`GET /modules/{name}/logs`: a bounded tail, whatever the module printed, from every node.
 
 The attack: a viewer's request for the log of a module that had printed 200 lines of
-15 MiB answered 3.1 GB. The server now keeps lines of at most 16 KiB, at most 1 MiB per
-module, and the endpoint answers the last `limit` lines of that.
+15 MiB answered 3.1 GB. The server now keeps lines of at most 16 KiB, and the endpoint
+answers the last `limit` lines, at most 1 MiB of them. Lines are kept in the database
+(every node's, `cluster/logs.py`); `entries` says where each came from.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from modhub.cluster.logs import LogShipper
 from modhub.sandbox.output import OutputLimits
 from modhub.services import Services
 from tests.api.conftest import API, assert_problem, error_paths, manifest, register
@@ -71,7 +73,31 @@ def test_a_module_that_printed_nothing_has_an_empty_log(
     register(client, tokens["admin"], manifest("quiet"))
     response = client.get(f"{API}/modules/quiet/logs", headers=bearer(tokens["viewer"]))
     assert response.status_code == 200
-    assert response.json() == {"lines": []}
+    assert response.json() == {"lines": [], "entries": []}
+
+
+def test_lines_from_every_node_in_time_order_each_with_its_node(
+    client: TestClient, services: Services, tokens: dict[str, str]
+) -> None:
+    register(client, tokens["admin"], manifest("spread"))
+    other = LogShipper(services.db, "node-b", max_lines=1000, max_bytes=1 << 20)
+    here = services.module_logs
+    here.add("spread", "first, here", "stderr", "req-1")
+    other.add("spread", "second, on b", "stderr", None)
+    here.add("spread", "third, here, not written yet", "modhub", None)
+    assert other.flush() == 1  # node b's line is only in the database
+    response = client.get(f"{API}/modules/spread/logs", headers=bearer(tokens["viewer"]))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["lines"] == ["first, here", "second, on b", "third, here, not written yet"]
+    assert [(e["node"], e["stream"], e["requestId"]) for e in body["entries"]] == [
+        (services.nodes.id, "stderr", "req-1"),
+        ("node-b", "stderr", None),
+        (services.nodes.id, "modhub", None),
+    ]
+    assert services.nodes.id in {
+        n["id"] for n in client.get(f"{API}/cluster/nodes", headers=bearer(tokens["viewer"])).json()
+    }
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", str(LIMITS.max_log_lines + 1), "ten", "1e9"])

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if listener is not None:
             background.append(asyncio.create_task(listener.run()))
         background.append(asyncio.create_task(svc.nodes.run()))
+        background.append(asyncio.create_task(svc.module_logs.run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
         if svc.settings.prefetch:
@@ -69,6 +70,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             for task in background:
                 task.cancel()
             await svc.pool.close()
+            try:  # the last lines of its modules' logs, "worker stopped" included
+                await asyncio.to_thread(svc.module_logs.flush)
+            except Exception:
+                logging.getLogger("modhub.cluster").exception("could not write module logs")
             try:
                 await asyncio.to_thread(svc.nodes.stop)
             except Exception:  # the list shows it gone instead of stopped

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -369,3 +370,23 @@ class EventDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class ModuleLogLine(Base):
+    """One line of a module's output, as a node's worker printed it (`stream` "stderr") or
+    modhub noted it ("modhub"). Written in batches by each node, trimmed per module to the
+    `module_log_lines` and `module_log_bytes` settings; `seq` counts one node's lines."""
+
+    __tablename__ = "module_log_lines"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    module: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    stream: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)  # UTF-8 bytes of `line`, with its newline
+    line: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_module_log_lines_module_at", "module", "at", "id"),)

@@ -4,6 +4,9 @@ on to the server's own log at a bounded rate.
 A worker's stderr (its `print()` output, its logger, its tracebacks) is untrusted: a
 handler may print a line of gigabytes or millions of lines. Nothing here ever holds more
 than one read chunk plus one cut line per worker, and one ring per module.
+
+Each kept line also goes to the output's `sink` when one is set (the node's `LogShipper`,
+which writes it to the database for every node to answer: `cluster/logs.py`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Protocol, overload
 
 log = logging.getLogger("modhub.sandbox")
 
 READ_CHUNK = 64 * 1024
 MARK_BYTES = 40  # room for " … [truncated N bytes]" after a cut line
+WORKER = "stderr"  # the stream of a worker's own output (its print() goes there too)
+MODHUB = "modhub"  # the stream of what modhub notes in a module's log
+
+
+class Sink(Protocol):
+    """Takes each line a module's log keeps (cut to the line bound), as it is kept."""
+
+    def __call__(self, module: str, line: str, stream: str, request_id: str | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,17 +132,25 @@ class ModuleLog(Sequence[str]):
         max_bytes: int = OutputLimits.max_log_bytes,
         max_lines: int = OutputLimits.max_log_lines,
         max_line_bytes: int = OutputLimits.max_line_bytes,
+        *,
+        module: str = "",
+        sink: Callable[[], Sink | None] = lambda: None,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         self.max_line_bytes = min(max_line_bytes, max_bytes)
+        self.module = module
+        self._sink = sink
         self._lines: collections.deque[str] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def append(self, line: str) -> None:
-        """Add a line (cut to the line bound), dropping the oldest past the bounds."""
+    def append(self, line: str, stream: str = MODHUB, request_id: str | None = None) -> None:
+        """Add a line (cut to the line bound), dropping the oldest past the bounds.
+
+        `stream` says who wrote it: the worker (`WORKER`) or modhub (`MODHUB`, the
+        default); `request_id` the call it belongs to, when known."""
         line = clip(line, self.max_line_bytes)
         size = len(line.encode()) + 1  # with its newline
         with self._lock:
@@ -141,6 +160,9 @@ class ModuleLog(Sequence[str]):
             while self._bytes > self.max_bytes or len(self._lines) > self.max_lines:
                 self._lines.popleft()
                 self._bytes -= self._sizes.popleft()
+        sink = self._sink()
+        if sink is not None:
+            sink(self.module, line, stream, request_id)
 
     @property
     def size(self) -> int:
@@ -182,29 +204,56 @@ class _Gate:
     suppressed: int = 0
 
 
+class Logs(dict[str, ModuleLog]):
+    """Each module's `ModuleLog`, made on first use (as a defaultdict would, knowing its
+    module's name)."""
+
+    def __init__(self, make: Callable[[str], ModuleLog]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, module: str) -> ModuleLog:
+        kept = self[module] = self._make(module)
+        return kept
+
+
 @dataclass
 class ModuleOutput:
     """Every module's kept log, and the gate from module output to the server's own log."""
 
     limits: OutputLimits = field(default_factory=OutputLimits)
     clock: Callable[[], float] = time.monotonic
-    logs: collections.defaultdict[str, ModuleLog] = field(init=False)
+    logs: Logs = field(init=False)
+    sink: Sink | None = None  # also given every kept line (the node's database writer)
     _gates: dict[str, _Gate] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         limits = self.limits
-        self.logs = collections.defaultdict(
-            lambda: ModuleLog(limits.max_log_bytes, limits.max_log_lines, limits.max_line_bytes)
+        self.logs = Logs(
+            lambda module: ModuleLog(
+                limits.max_log_bytes,
+                limits.max_log_lines,
+                limits.max_line_bytes,
+                module=module,
+                sink=lambda: self.sink,
+            )
         )
 
-    async def read(self, stream: asyncio.StreamReader, module: str, key: str) -> None:
-        """Keep and forward every line of a worker's output (`key` is name@version)."""
+    async def read(
+        self,
+        stream: asyncio.StreamReader,
+        module: str,
+        key: str,
+        request: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """Keep and forward every line of a worker's output (`key` is name@version);
+        `request` says which call a line belongs to when that is known."""
         async for line in read_lines(stream, self.limits.max_line_bytes):
-            self.add(module, key, line)
+            self.add(module, key, line, request())
 
-    def add(self, module: str, key: str, line: str) -> None:
+    def add(self, module: str, key: str, line: str, request_id: str | None = None) -> None:
         """Keep a line of `module`'s output; log it on the server if its rate allows."""
-        self.logs[module].append(line)
+        self.logs[module].append(line, WORKER, request_id)
         if self._admit(module, len(line.encode()) + 1):
             log.info("[%s] %s", key, line)
 

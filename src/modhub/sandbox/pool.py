@@ -39,7 +39,7 @@ from modhub.sandbox.launch import (
     descendants,
     prepare_runtime,
 )
-from modhub.sandbox.output import ModuleLog, ModuleOutput
+from modhub.sandbox.output import Logs, ModuleOutput
 from modhub.sandbox.worker import HEADER
 
 log = logging.getLogger("modhub.sandbox")
@@ -75,11 +75,21 @@ class Worker:
     failed: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     group: Group | None = None  # its control group, where the machine gives modhub some
+    last_request: str | None = None  # the id of its last call answered alone
 
     @property
     def busy(self) -> bool:
         """Return whether a request is in flight or waiting for a slot."""
         return bool(self.pending) or self.waiting > 0
+
+    def request_id(self) -> str | None:
+        """Return the call its output belongs to now: the one in flight, else the last one
+        answered; None while several are in flight (they write one stream)."""
+        if len(self.contexts) > 1:
+            return None
+        if self.contexts:
+            return next(iter(self.contexts.values())).request_id or None
+        return self.last_request
 
 
 @dataclass
@@ -112,7 +122,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def logs(self) -> collections.defaultdict[str, ModuleLog]:
+    def logs(self) -> Logs:
         """Return each module's kept output (bounded lines, a bounded ring per module)."""
         return self.output.logs
 
@@ -179,6 +189,8 @@ class WorkerPool:
                 worker.pending.pop(request_id, None)
                 worker.contexts.pop(request_id, None)
                 worker.last_used = time.monotonic()
+                if not worker.contexts:  # its late output is still this call's
+                    worker.last_request = context.request_id or None
         finally:
             worker.slots.release()
         return _decode(runtime, handler, answer)
@@ -299,7 +311,9 @@ class WorkerPool:
         stderr = worker.process.stderr
         assert stderr is not None
         with contextlib.suppress(ConnectionError):
-            await self.output.read(stderr, worker.runtime.name, worker.runtime.key)
+            await self.output.read(
+                stderr, worker.runtime.name, worker.runtime.key, worker.request_id
+            )
 
     async def _fail(self, worker: Worker, reason: str) -> None:
         """Kill a worker that misbehaved, fail its requests, and back off its restarts."""

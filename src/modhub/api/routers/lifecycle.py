@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, UploadFile
+from pydantic import Field
 
 from modhub.api.deps import ServicesDep, require
 from modhub.api.operations import ACCEPTED, outcome
@@ -100,8 +102,16 @@ def verify(name: str, svc: ServicesDep, _principal: Reader) -> Verification:
     return Verification(intact=not changes, changes=changes)
 
 
+class LogLineSource(Shape):
+    node: str = Field(description="The id of the node whose worker wrote it (the node list's)")
+    stream: str = Field(description='"stderr": the worker\'s output; "modhub": modhub\'s note')
+    time: datetime
+    request_id: str | None = Field(description="The call it belongs to, when known")
+
+
 class ModuleLog(Shape):
     lines: list[str]
+    entries: list[LogLineSource] = Field(description="Where each of `lines` came from, in order")
 
 
 LogLimit = Annotated[
@@ -114,12 +124,19 @@ LogLimit = Annotated[
 def module_logs(
     name: str, svc: ServicesDep, _principal: Reader, limit: LogLimit = 200
 ) -> ModuleLog:
-    """Return the tail of the module's worker log (handler tracebacks, print output).
+    """Return the tail of the module's worker log (handler tracebacks, print output), from
+    every node of the cluster, oldest first.
 
-    The server keeps at most 1 MiB of each module's output, in lines of at most 16 KiB."""
+    Lines are cut at 16 KiB; the answer holds at most 1 MiB of them."""
     svc.registry.get(name)  # 404 for an unknown module
-    kept = svc.pool.logs.get(name)
-    return ModuleLog(lines=kept.tail(limit) if kept is not None else [])
+    kept = svc.module_logs.tail(name, limit, OutputLimits.max_log_bytes)
+    return ModuleLog(
+        lines=[e.line for e in kept],
+        entries=[
+            LogLineSource(node=e.node, stream=e.stream, time=e.at, request_id=e.request_id)
+            for e in kept
+        ],
+    )
 
 
 @router.get("/operations/{op_id}", responses=responses(401, 403, 404))
