@@ -15,13 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from modhub.db import Database
 from modhub.db.models import JobRun
 
 CLAIM_LOCK = 0x6A6F6273  # the first key of the two-key advisory locks on module names
 CANDIDATES = 4  # runs read per free slot: some may be held back by their module's limit
+# The advisory locks of several modules, taken in the order of their keys.
+_LOCK_ALL = text(
+    "SELECT count(pg_advisory_xact_lock(:lock, k)) FROM "
+    "(SELECT unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS keys"
+)
 
 
 @dataclass(frozen=True)
@@ -49,20 +54,25 @@ def claim_ready(
     room: int,
     per_module: int,
     runnable: Mapping[tuple[str, str], str],
+    *,
+    probe: bool = True,
 ) -> list[Claim]:
     """Claim up to `room` queued runs whose time has come, oldest first, for `owner`.
 
     `runnable` maps (module, job) to the version this runner can run; other runs are left
     queued. A module never has more than `per_module` runs running across all runners.
+    With `probe` a read looks for a ready run first, so an idle round takes no write
+    transaction; a caller that just claimed a full batch (more are likely) skips it.
     """
     if room <= 0 or not runnable:
         return []
     postgres = db.dialect == "postgresql"
     modules = sorted({module for module, _ in runnable})
     ready = (JobRun.status == "queued", JobRun.not_before <= now, JobRun.module.in_(modules))
-    with db.read() as session:  # most rounds find nothing: no write transaction for them
-        if session.scalar(select(JobRun.id).where(*ready).limit(1)) is None:
-            return []
+    if probe:
+        with db.query() as connection:  # most rounds find nothing: no write transaction
+            if connection.scalar(select(JobRun.id).where(*ready).limit(1)) is None:
+                return []
     with db.write() as session:
         query = (
             select(
@@ -88,9 +98,11 @@ def claim_ready(
             return []
         wanted = {c.module for c in candidates}
         if postgres:
-            # In one order for every runner (by key: names may share one), so none deadlock.
-            for key in sorted({module_key(m) for m in wanted}):
-                session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK, key)))
+            # In one order for every runner (by key: names may share one), so none deadlock;
+            # one statement for all of them (a round trip each cost more than the claim).
+            session.execute(
+                _LOCK_ALL, {"lock": CLAIM_LOCK, "keys": sorted({module_key(m) for m in wanted})}
+            )
         # After the locks: on PostgreSQL this statement sees every claim committed before.
         running: dict[str, int] = {
             module: count

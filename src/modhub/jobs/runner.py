@@ -7,6 +7,7 @@ calls it every `interval` seconds with the real clock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import defaultdict
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from modhub.errors import Conflict, HandlerMissing, HandlerTimeout, ModhubError, NotFound
-from modhub.jobs.claim import claim_ready
+from modhub.jobs.claim import Claim
+from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
 from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import Interrupted, RunStore, RunView
@@ -85,7 +87,7 @@ class JobRunner:
         self.lease = Lease(self.store, self.limits.heartbeat, self._retry_at)
         self.specs: dict[tuple[str, str], JobSpec] = {}
         self.last: dict[tuple[str, str], datetime] = {}
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tasks: dict[int, asyncio.Task[Outcome]] = {}
         self._run_modules: dict[int, str] = {}
         self._next_at: dict[tuple[str, str], tuple[datetime, object, datetime]] = {}
         self._starting: asyncio.Lock | None = None
@@ -94,6 +96,10 @@ class JobRunner:
         self._pruned_at: datetime | None = None
         self._loaded = False
         self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._outcomes: list[Outcome] = []  # finished runs waiting for a round to record
+        self._settler: asyncio.Task[None] | None = None
+        self._full = False  # the last round claimed all the room it had: more may be ready
+        self._configs = ConfigReader(registry.box)
 
     # -- what is scheduled -----------------------------------------------------------------
 
@@ -235,42 +241,118 @@ class JobRunner:
     # -- executing -------------------------------------------------------------------------
 
     async def execute_ready(self, now: datetime) -> None:
-        """Start queued runs while there is room, platform-wide and per module."""
+        """Record the outcomes of finished runs, then start queued runs while there is
+        room, platform-wide and per module."""
         if self._starting is None:
             self._starting = asyncio.Lock()
-        async with self._starting:  # one starter at a time, so the bounds hold
-            await self._start_ready(now)
+        async with self._starting:  # one round at a time, so the bounds hold
+            await self._round(now)
 
-    async def _start_ready(self, now: datetime) -> None:
-        room = self.limits.concurrency - len(self.tasks)
-        if room <= 0 or not self.lease.held(now):  # `tick` renews it first
-            return
+    async def _round(self, now: datetime) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        settled = {o.run_id for o in outcomes}
+        room = self.limits.concurrency - len(self.tasks.keys() - settled)
+        if not self.lease.held(now):  # `tick` renews it first
+            room = 0
         specs = self.specs  # runs of modules not enabled at their version stay queued
         runnable = {key: s.version for key, s in specs.items() if s.runtime is not None}
-        claims = await asyncio.to_thread(
-            claim_ready,
-            self.store.db,
-            now,
-            self.lease.owner.id,
-            room,
-            self.limits.per_module,  # counted in the database: for every runner at once
-            runnable,
-        )
-        for run in claims:
+        try:
+            done = await asyncio.to_thread(
+                run_round,
+                self.store.db,
+                outcomes,
+                self.store.insert_new(),
+                self._configs,
+                now=now,
+                owner=self.lease.owner.id,
+                room=room if runnable else 0,
+                per_module=self.limits.per_module,  # counted in the database: for all runners
+                runnable=runnable,
+                probe=not self._full,
+            )
+        except BaseException:
+            self._outcomes[:0] = outcomes  # recorded by the next round
+            raise
+        # The slot is free once the run's row is no longer running: the rows never show
+        # more running runs than the bounds allow.
+        for outcome in outcomes:
+            self.tasks.pop(outcome.run_id, None)
+            module = self._run_modules.pop(outcome.run_id, None)
+            if module is not None:
+                self._module_load[module] -= 1
+        self._full = room > 0 and len(done.claims) == room
+        for run in done.claims:
             spec = specs[(run.module, run.job)]
             self._module_load[run.module] += 1
             self._run_modules[run.id] = run.module
-            self.tasks[run.id] = asyncio.create_task(
-                self._execute(run.id, run.attempt, run.scheduled_at, spec)
-            )
+            task = asyncio.create_task(self._execute(run, spec, done.configs.get(run.module)))
+            task.add_done_callback(functools.partial(self._report, run, spec))
+            self.tasks[run.id] = task
 
-    async def _execute(self, run_id: int, attempt: int, scheduled: datetime, spec: JobSpec) -> None:
-        assert spec.runtime is not None
-        status, result, error = "succeeded", None, None
+    def _settle(self) -> None:
+        """Have a round record the outcomes waiting (and fill the slots they free) soon:
+        runs that finish while a round is under way wait for the next one, together."""
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_all())
+
+    async def _settle_all(self) -> None:
+        while self._outcomes:
+            try:
+                await self.execute_ready(self.clock())
+            except Exception:
+                log.exception("could not record finished job runs; the next tick retries")
+                return
+
+    def _report(self, run: Claim, spec: JobSpec, task: asyncio.Task[Outcome]) -> None:
+        """Queue a finished run's outcome for the next round (which records it with those of
+        the runs finished meanwhile); the run keeps its slot until then."""
+        if task.cancelled():  # cancelled before it began
+            outcome = Outcome(run.id, "cancelled", self.clock(), error="cancelled")
+        else:
+            outcome = task.result()
+        self._outcomes.append(outcome)
+        self._settle()
+
+    async def _execute(self, run: Claim, spec: JobSpec, config: dict[str, Any] | None) -> Outcome:
+        result: Any = None
+        error: str | None = "cancelled"
+        status = "cancelled"
         logs = self.pool.logs[spec.module]
         mark = logs[-1] if logs else None  # the module's last log line before this run
         try:
-            config = await asyncio.to_thread(self.registry.config_for_code, spec.module)
+            status, result, error = await self._call(run, spec, config)
+            # The worker writes its log (stderr) before its answer (stdout), but the two
+            # pipes are read by different tasks: give the log reader a moment to catch up.
+            for _ in range(3):  # the lines are in its pipe already: a few loop turns do
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            status, result, error = "cancelled", None, "cancelled"
+        now = self.clock()
+        retry = None
+        if status in ("failed", "timed_out") and run.attempt <= spec.job.retries:
+            retry = {
+                "module": spec.module,
+                "job": spec.job.name,
+                "version": spec.version,
+                "trigger": "retry",
+                "scheduled_at": run.scheduled_at,
+                "not_before": now + self._backoff(run.attempt),
+                "attempt": run.attempt + 1,
+                "status": "queued",
+                "log": "",
+                "created_at": utc_now(),
+            }
+        lines = "\n".join(_after(logs, mark))
+        return Outcome(run.id, status, now, result, error, lines, retry)
+
+    async def _call(
+        self, run: Claim, spec: JobSpec, config: dict[str, Any] | None
+    ) -> tuple[str, Any, str | None]:
+        """Run the handler in the module's worker; return (status, result, error)."""
+        assert spec.runtime is not None
+        try:
+            if config is None:
+                raise NotFound(f"no module named '{spec.module}'", module=spec.module)
             call = asyncio.ensure_future(
                 self.pool.call(
                     spec.runtime,
@@ -278,9 +360,9 @@ class JobRunner:
                     spec.job.handler,
                     {
                         "job": spec.job.name,
-                        "scheduledTime": scheduled.isoformat(),
-                        "attempt": attempt,
-                        "runId": str(run_id),
+                        "scheduledTime": run.scheduled_at.isoformat(),
+                        "attempt": run.attempt,
+                        "runId": str(run.id),
                     },
                     config,
                     timeout_ms=spec.timeout_ms,
@@ -291,50 +373,16 @@ class JobRunner:
             # starts the worker, the start never ends (the half-started sandbox keeps the
             # pipes open) and holds the module's start lock for good.
             answer = await asyncio.shield(call)
-            result = answer.get("result")
+            return "succeeded", answer.get("result"), None
         except HandlerTimeout:
-            status, error = "timed_out", f"the run took longer than {spec.timeout_ms} ms"
+            return "timed_out", None, f"the run took longer than {spec.timeout_ms} ms"
         except ModhubError as exc:
-            status, error = "failed", exc.detail
+            return "failed", None, exc.detail
         except asyncio.CancelledError:
-            status, error = "cancelled", "cancelled"
+            raise
         except Exception as exc:  # a bug of ours must not kill the runner
-            log.exception("job run %s failed unexpectedly", run_id)
-            status, error = "failed", f"internal error: {exc}"
-        try:
-            # The worker writes its log (stderr) before its answer (stdout), but the two
-            # pipes are read by different tasks: give the log reader a moment to catch up.
-            for _ in range(3):  # the lines are in its pipe already: a few loop turns do
-                await asyncio.sleep(0)
-            lines = _after(logs, mark)
-            now = self.clock()
-            finished = await asyncio.to_thread(
-                self.store.finish,
-                run_id,
-                status,
-                now,
-                result=result,
-                error=error,
-                log="\n".join(lines),
-            )
-        finally:
-            # The slot is free once the run's row is no longer running: the rows never show
-            # more running runs than the bounds allow.
-            self.tasks.pop(run_id, None)
-            self._run_modules.pop(run_id, None)
-            self._module_load[spec.module] -= 1
-        if finished and status in ("failed", "timed_out") and attempt <= spec.job.retries:
-            await asyncio.to_thread(
-                self.store.enqueue,
-                spec.module,
-                spec.job.name,
-                spec.version,
-                scheduled,
-                trigger="retry",
-                attempt=attempt + 1,
-                not_before=now + self._backoff(attempt),
-            )
-        await self.execute_ready(self.clock())  # a slot is free: start the next run now
+            log.exception("job run %s failed unexpectedly", run.id)
+            return "failed", None, f"internal error: {exc}"
 
     def _backoff(self, attempt: int) -> timedelta:
         """Return how long a failed attempt waits for the next one."""
@@ -409,6 +457,12 @@ class JobRunner:
                 log.exception("could not release the job runner's lease")
 
     async def drain(self) -> None:
-        """Wait for every started run to finish (tests and shutdown)."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks.values()), return_exceptions=True)
+        """Wait for every started run to finish and be recorded (tests and shutdown)."""
+        while self.tasks or self._outcomes:
+            waiting: list[asyncio.Future[Any]] = [t for t in self.tasks.values() if not t.done()]
+            if self._settler is not None and not self._settler.done():
+                waiting.append(self._settler)
+            if waiting:
+                await asyncio.gather(*waiting, return_exceptions=True)
+            else:  # outcomes a failed round left, or a round under way: wait for it
+                await self.execute_ready(self.clock())

@@ -119,14 +119,14 @@ class RunStore:
     def enqueue_many(self, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
         """Insert scheduled runs in bulk, skipping ticks another scheduler inserted first
         (INSERT ... ON CONFLICT DO NOTHING on the unique key); return the ids inserted."""
-        statement = self._insert_new().returning(JobRun.id)
+        statement = self.insert_new().returning(JobRun.id)
         ids: list[int] = []
         for start in range(0, len(rows), chunk):
             with self.db.write() as session:
                 ids += session.scalars(statement, rows[start : start + chunk]).all()
         return ids
 
-    def _insert_new(self) -> Any:
+    def insert_new(self) -> Any:
         """Return an INSERT of runs that skips a tick (and attempt) already inserted."""
         from sqlalchemy.dialects import postgresql, sqlite
 
@@ -316,7 +316,7 @@ class RunStore:
                 if retry is not None and (at := retry(run, now)) is not None
             ]
             if retries:
-                session.execute(self._insert_new(), retries)
+                session.execute(self.insert_new(), retries)
             if expired or stopped:
                 session.execute(
                     delete(RunnerLease).where(
