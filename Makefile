@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+# esbuild (pinned in tools/node/package-lock.json) compiles modules' TypeScript at install.
+NODE_TOOLS := tools/node/node_modules/.package-lock.json
+$(NODE_TOOLS): tools/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tools/node && npm ci --ignore-scripts --no-audit --no-fund --silent; \
+	else echo "note: npm is not installed; TypeScript modules cannot be installed"; fi
+
+install: $(STAMP) $(NODE_TOOLS)
 
 # bubblewrap gives module workers their own namespaces (tests cover that, not only the
 # rlimits fallback); Debian's chromium runs the console's browser tests; HAProxy balances

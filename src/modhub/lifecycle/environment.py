@@ -168,8 +168,10 @@ def create_env(
     direct_references: bool = False,
     log: Callable[[str], None] = lambda line: None,
     timeout: float = 600,
+    finish: Callable[[Path], None] | None = None,
 ) -> None:
-    """Make a virtual environment at `path` (absent or empty) and install `requirements`.
+    """Make a virtual environment at `path` (absent or empty) and install `requirements`;
+    then `finish(path)` (the module's TypeScript build) before it is marked complete.
 
     uv runs in the module's sandbox (`owner`'s uid when modhub is root, bubblewrap where
     installed): it may write only `path` and `cache_dir`, sees nothing of the data dir,
@@ -245,6 +247,8 @@ def create_env(
                 )
             finally:
                 requirements_file.unlink(missing_ok=True)
+        if finish is not None:
+            finish(path)
         _seal(path)
     except BaseException:
         remove_env(path)

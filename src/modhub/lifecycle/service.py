@@ -3,6 +3,7 @@ dependency order, upgrade with rollback, and removal, each as a recorded operati
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modhub.errors import Conflict, InvalidInput, ModhubError
+from modhub.lifecycle import typescript
 from modhub.lifecycle.bundle import (
     extract_bundle,
     hash_tree,
@@ -26,6 +28,7 @@ from modhub.manifest import Manifest, load_manifest
 from modhub.registry import Registry, Status
 from modhub.registry import config as configs
 from modhub.registry.types import ModuleDetail, Plan, RemovalPlan, StoredData
+from modhub.sandbox import launch
 from modhub.settings import Settings
 from modhub.store import DEFAULT_STORAGE_MB, ModuleStore
 
@@ -177,6 +180,14 @@ class Lifecycle:
             source_builds=self.settings.pip_allow_source_builds,
             direct_references=self.settings.pip_allow_direct_references,
             log=log,
+            finish=functools.partial(
+                typescript.build,
+                manifest,
+                self.layout.code(manifest.name, manifest.version),
+                owner_uid=launch.module_uid(manifest.name) if os.getuid() == 0 else os.getuid(),
+                cache_dir=self.layout.root / "cache" / "npm" / manifest.name,
+                log=log,
+            ),
         )
 
     def check_ceilings(self, manifest: Manifest) -> None:

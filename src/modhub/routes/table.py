@@ -19,6 +19,7 @@ from modhub.errors import ModhubError, NotFound
 from modhub.manifest import Manifest
 from modhub.manifest.formats import split_handler
 from modhub.registry import Registry, Status
+from modhub.sandbox.launch import handler_language
 
 if TYPE_CHECKING:
     from modhub.sandbox import ModuleRuntime
@@ -306,8 +307,8 @@ def _missing(module: str, handler: str, runtime: ModuleRuntime | None) -> str | 
             f"module '{module}' has no code (it was registered from a bare manifest): "
             f"handler '{handler}' is not implemented"
         )
-    if not file.endswith(".py"):
-        return f"handler '{handler}' of module '{module}' is not a Python file"
+    if not handler_language(file):
+        return f"handler '{handler}' of module '{module}' is not a Python, TypeScript or JS file"
     # A code folder not on this node yet is materialized before its worker starts (the
     # handler files were checked when the version was registered).
     if runtime.code.is_dir() and not (runtime.code / file).is_file():

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import modhub
@@ -26,6 +26,9 @@ from modhub.errors import WorkerUnavailable
 from modhub.sandbox import worker as worker_module
 
 WORKER_SCRIPT = "modhub_worker.py"
+NODE_WORKER_SCRIPT = "modhub_worker.mjs"
+NODE_HANDLERS = (".ts", ".mts", ".js", ".mjs")  # run by the Node worker (worker.mjs)
+NODE_ADDRESS_SPACE_MB = 2048  # V8 reserves address space far beyond what it uses (see docs)
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 FIRST_MODULE_UID = 200_000
 MAX_TASKS = 64  # processes and threads of one worker (RLIMIT_NPROC, and cgroup pids.max)
@@ -43,11 +46,34 @@ class ModuleRuntime:
     timeout_ms: int = 30_000
     max_concurrency: int = 8
     network: bool = False
+    language: str = "python"  # "node" for the worker of its .ts/.js handlers
 
     @property
     def key(self) -> str:
-        """Return the worker's identity: one worker per module version."""
-        return f"{self.name}@{self.version}"
+        """Return the worker's identity: one worker per module version and language."""
+        base = f"{self.name}@{self.version}"
+        return base if self.language == "python" else f"{base}#{self.language}"
+
+    def for_handler(self, handler: str) -> ModuleRuntime:
+        """Return the runtime whose worker runs `handler` (Python or Node by its file)."""
+        language = "node" if handler_language(handler) == "node" else "python"
+        return self if language == self.language else replace(self, language=language)
+
+
+def handler_language(handler: str) -> str:
+    """Return "node" for a .ts/.mts/.js/.mjs handler, "python" for a .py one, else ""."""
+    file = handler.rsplit(":", 1)[0] if ":" in handler else handler
+    if file.endswith(NODE_HANDLERS):
+        return "node"
+    return "python" if file.endswith(".py") else ""
+
+
+def node_binary() -> Path:
+    """Return the `node` the Node workers run on, or refuse to start one."""
+    found = shutil.which("node")
+    if found is None:
+        raise WorkerUnavailable("Node.js (`node`) is not installed: TypeScript handlers cannot run")
+    return Path(found).resolve()
 
 
 def isolation() -> str:
@@ -105,6 +131,7 @@ def prepare_runtime(folder: Path) -> Path:
     for source in (package / "sdk").glob("*.py"):
         shutil.copy2(source, target / "sdk" / source.name)
     shutil.copy2(Path(worker_module.__file__), folder / WORKER_SCRIPT)
+    shutil.copy2(Path(worker_module.__file__).with_suffix(".mjs"), folder / NODE_WORKER_SCRIPT)
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return folder
@@ -224,22 +251,40 @@ def command(
 ) -> tuple[list[str], dict[str, str]]:
     """Return the argv and environment that start a worker for `runtime`."""
     refuse_root_without_bwrap(f"module '{runtime.name}' worker cannot start")
-    python = runtime.env / "bin" / "python"
     bwrap = bwrap_path()
     uid = worker_uid(runtime.name)
-    worker = [
-        str(python),
-        "-I",
-        str(runtime_dir / WORKER_SCRIPT),
-        "--module-dir",
-        str(runtime.code),
-        "--concurrency",
-        str(runtime.max_concurrency),
-    ]
+    roots = interpreter_roots()
+    if runtime.language == "node":
+        node = node_binary()
+        roots = [*roots, *([] if node.is_relative_to("/usr") else [node.parent.parent])]
+        address_space = runtime.memory_mb + NODE_ADDRESS_SPACE_MB
+        worker = [
+            # The protocol moves to fds 3 and 4; fd 1 becomes the log (see worker.mjs).
+            _tool("sh"),
+            "-c",
+            'exec 3<&0 4>&1 </dev/null >&2; exec "$0" "$@"',
+            str(node),
+            f"--max-old-space-size={runtime.memory_mb}",
+            "--enable-source-maps",
+            str(runtime_dir / NODE_WORKER_SCRIPT),
+            "--code-dir",
+            str(runtime.env / "node"),
+        ]
+    else:
+        address_space = runtime.memory_mb
+        worker = [
+            str(runtime.env / "bin" / "python"),
+            "-I",
+            str(runtime_dir / WORKER_SCRIPT),
+            "--module-dir",
+            str(runtime.code),
+            "--concurrency",
+            str(runtime.max_concurrency),
+        ]
     # Limits, then the uid and capabilities, are set before the interpreter starts.
     prefix = [
         *limits_argv(
-            memory_mb=runtime.memory_mb,
+            memory_mb=address_space,
             cpu_seconds=3600,
             nofile=256,
             nproc=MAX_TASKS if uid > 0 else None,
@@ -256,6 +301,8 @@ def command(
             "MALLOC_ARENA_MAX": "2",
         }
     )
+    if runtime.language == "node":
+        env.update({"UV_THREADPOOL_SIZE": "2", "NODE_ENV": "production"})
     if not bwrap:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         env.update({"HOME": str(tmp_dir), "TMPDIR": str(tmp_dir)})
@@ -266,7 +313,7 @@ def command(
         bwrap,
         network=runtime.network,
         tmp_bytes=runtime.memory_mb * 1024 * 1024,
-        read_only=[*interpreter_roots(), runtime.env, runtime.code, runtime_dir],
+        read_only=[*roots, runtime.env, runtime.code, runtime_dir],
         chdir=runtime.code,
         env=env,
     )

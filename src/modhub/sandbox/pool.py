@@ -141,6 +141,7 @@ class WorkerPool:
         """Run a handler in the module's worker and return its answer. `context` is whom
         the module services it calls meanwhile act for (default: this request or job)."""
         self._loop = asyncio.get_running_loop()
+        runtime = runtime.for_handler(handler)  # .ts/.js handlers: the module's Node worker
         limit = timeout_ms or runtime.timeout_ms
         if context is None:
             context = CallerContext(
