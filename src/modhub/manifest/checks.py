@@ -17,8 +17,19 @@ import re2
 from pydantic import BaseModel, ValidationError
 
 from modhub.manifest import formats
-from modhub.manifest.model import ConfigField, Job, Manifest, Metadata, NavItem, Page, Route
+from modhub.manifest.model import (
+    ConfigField,
+    EmittedEvent,
+    Job,
+    Manifest,
+    Metadata,
+    NavItem,
+    Page,
+    Route,
+    Subscription,
+)
 from modhub.manifest.result import Findings, Location
+from modhub.manifest.subscriptions import EMITS, SUBSCRIBES, check_events
 
 M = TypeVar("M", bound=BaseModel)
 NON_PYTHON_HANDLERS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs")
@@ -47,6 +58,8 @@ class View:
     dependencies: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata_extra: list[str] = field(default_factory=list)
     permissions_known: bool = True
+    emits: list[tuple[int, EmittedEvent]] = field(default_factory=list)
+    subscribes: list[tuple[int, Subscription]] = field(default_factory=list)
 
     @classmethod
     def of(cls, manifest: Manifest) -> View:
@@ -65,6 +78,8 @@ class View:
             defaults=dict(manifest.config.defaults),
             dependencies={"modules": deps.modules, "npm": deps.npm, "system": deps.system},
             metadata_extra=list(manifest.metadata.model_extra or {}),
+            emits=list(enumerate(caps.events.emits)),
+            subscribes=list(enumerate(caps.events.subscribes)),
         )
 
     @classmethod
@@ -101,6 +116,8 @@ class View:
             defaults=_dict(config, "defaults"),
             dependencies={k: _dict(data, "dependencies", k) for k in ("modules", "npm", "system")},
             metadata_extra=extra,
+            emits=list(_valid(EmittedEvent, enumerate(_list(data, *EMITS)))),
+            subscribes=list(_valid(Subscription, enumerate(_list(data, *SUBSCRIBES)))),
         )
 
 
@@ -270,6 +287,10 @@ def check_files(view: View, findings: Findings, folder: Path) -> None:
     ]
     refs += [((*JOBS, i, "handler"), formats.split_handler(j.handler)[0]) for i, j in view.jobs]
     refs += [((*PAGES, i, "component"), p.component) for i, p in view.pages]
+    refs += [
+        ((*SUBSCRIBES, i, "handler"), formats.split_handler(s.handler)[0])
+        for i, s in view.subscribes
+    ]
     root = folder.resolve()
     for location, relative in refs:
         target = (root / relative).resolve()
@@ -437,6 +458,7 @@ CHECKS: tuple[Callable[[View, Findings], None], ...] = (
     check_dependencies,
     check_config,
     check_metadata,
+    check_events,
 )
 
 
