@@ -32,7 +32,8 @@ from modhub.manifest.result import Findings, Location
 from modhub.manifest.subscriptions import EMITS, SUBSCRIBES, check_events
 
 M = TypeVar("M", bound=BaseModel)
-NON_PYTHON_HANDLERS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs")
+NODE_HANDLERS = (".ts", ".mts", ".js", ".mjs")  # run by the Node worker
+NON_PYTHON_HANDLERS = (".tsx", ".jsx", ".cjs")  # JavaScript that no worker runs as a handler
 JS_COMPONENTS = (".js", ".mjs")
 KNOWN_SYSTEM_TOOLS = frozenset({"python", "node", "modhub"})
 ROUTES: Location = ("capabilities", "api", "routes")
@@ -229,8 +230,9 @@ def check_dependencies(view: View, findings: Findings) -> None:
         findings.warn(
             ("dependencies", "npm", package),
             "npm_dependency",
-            f"npm package '{package}' is not installed by modhub: module code runs on "
-            "Python; use dependencies.python",
+            f"npm package '{package}' is not installed from the manifest: ship a "
+            "package.json and its package-lock.json in the module folder (npm ci installs "
+            "them), or use dependencies.python for Python code",
         )
     for tool in view.dependencies.get("system", {}):
         if tool not in KNOWN_SYSTEM_TOOLS:
@@ -443,11 +445,13 @@ def _check_handler(findings: Findings, where: Location, ref: str) -> None:
         findings.warn(
             where,
             "handler_not_python",
-            f"'{file}' is not Python: TypeScript and JavaScript handlers cannot run on "
-            "modhub; requests to it will answer 501 until it is a .py file",
+            f"'{file}' cannot run as a handler: handlers are .py, .ts, .mts, .js or .mjs "
+            "files (a component of JSX belongs in ui.pages); requests to it will answer 501",
         )
-    elif not file.endswith(".py"):
-        findings.error(where, "invalid_handler", f"handler '{file}' must be a .py file")
+    elif not file.endswith((".py", *NODE_HANDLERS)):
+        findings.error(
+            where, "invalid_handler", f"handler '{file}' must be a .py, .ts, .mts, .js or .mjs file"
+        )
 
 
 CHECKS: tuple[Callable[[View, Findings], None], ...] = (
