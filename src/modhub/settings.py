@@ -50,16 +50,6 @@ class Settings(BaseSettings):
     job_concurrency_per_module: int = Field(default=2, ge=1, le=100)
     job_retention_days: float = Field(default=30, gt=0)
     scheduler: bool = Field(default=True, description="Fire and execute jobs in this process")
-    event_retention_hours: float = Field(
-        default=72, gt=0, description="Events (and their deliveries) older than this are deleted"
-    )
-    event_dispatch: bool = Field(default=True, description="Deliver events in this process")
-    event_lease_seconds: float = Field(
-        default=30.0,
-        ge=1,
-        le=3600,
-        description="How long a delivery claimed by a node that stopped renewing waits",
-    )
     prefetch: bool = Field(
         default=False,
         description="Materialize every enabled module at start-up and after each change",
@@ -77,6 +67,14 @@ class Settings(BaseSettings):
         ge=0.05,
         le=86_400,
         description="How often a node checks for registry changes it was not notified of",
+    )
+    metrics: bool = Field(
+        default=True, description="Record and serve Prometheus metrics (MODHUB_METRICS=off: not)"
+    )
+    metrics_address: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$",
+        description="Also serve /metrics, without a token, on this host:port (e.g. loopback)",
     )
     failpoint: str | None = Field(
         default=None, description="Stop lifecycle operations at this step (crash tests)"

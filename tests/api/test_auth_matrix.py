@@ -25,13 +25,16 @@ from tests.api.conftest import API, assert_problem, manifest, register
 from tests.conftest import PASSWORD, ROLES, SECRET, bearer
 
 READ, WRITE, ADMIN, USERS = "modules:read", "modules:write", "modules:admin", "users:admin"
+METRICS = "metrics:read"
 ANY_USER = "any authenticated user"
 # What each role may do, as the design brief states it (not as the code computes it).
-GRANTS = {"viewer": {READ}, "operator": {READ, WRITE}, "admin": {READ, WRITE, ADMIN, USERS}}
+GRANTS = {"viewer": {READ}, "operator": {READ, WRITE}, "admin": {READ, WRITE, ADMIN, USERS, METRICS}}
 
 # (method, path, body, permission needed; None = public)
 ENDPOINTS: list[tuple[str, str, Any, str | None]] = [
     ("GET", "/healthz", None, None),
+    ("GET", "/readyz", None, None),
+    ("GET", "/metrics", None, METRICS),
     ("POST", f"{API}/auth/login", {"username": "viewer", "password": PASSWORD}, None),
     ("GET", f"{API}/modules", None, READ),
     ("GET", f"{API}/modules/target", None, READ),

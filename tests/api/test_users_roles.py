@@ -81,6 +81,7 @@ def test_roles_lists_the_built_in_roles(client: TestClient, admin: dict[str, str
     roles = {role["name"]: role["permissions"] for role in response.json()}
     assert roles == {
         "admin": ["*"],
+        "metrics": ["metrics:read"],
         "operator": ["modules:read", "modules:write"],
         "viewer": ["modules:read"],
     }

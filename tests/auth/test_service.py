@@ -544,6 +544,7 @@ def test_an_api_token_for_an_unknown_user_is_not_found(auth: AuthService) -> Non
 def test_builtin_roles(auth: AuthService) -> None:
     assert auth.roles() == {
         "admin": ["*"],
+        "metrics": ["metrics:read"],
         "operator": ["modules:read", "modules:write"],
         "viewer": ["modules:read"],
     }

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from modhub import __version__
-from modhub.api import problems
+from modhub.api import observability, problems
 from modhub.api.limits import BodyLimit
 from modhub.api.redirects import RelativeRedirects
 from modhub.api.routers import (
@@ -60,13 +60,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             background.append(asyncio.create_task(listener.run()))
         background.append(asyncio.create_task(svc.nodes.run()))
         background.append(asyncio.create_task(svc.module_logs.run()))
+        if svc.settings.metrics:  # each process's live workers and their memory
+            background.append(asyncio.create_task(observability.sampler(app).run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
-        if svc.settings.event_dispatch:
-            background.append(asyncio.create_task(svc.dispatcher.run()))
-            heard = svc.event_listener()  # other nodes' emits at once (PostgreSQL)
-            if heard is not None:
-                background.append(asyncio.create_task(heard.run()))
         if svc.settings.prefetch:
             background.append(asyncio.create_task(svc.materializer.prefetch()))
         try:
@@ -109,6 +106,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(module_router(inline_lookups=settings.embedded), prefix=API_PREFIX)
     install_openapi(app, lambda: app.state.services.routes.table)
     app.include_router(system.health_router)
+    observability.install(app, settings)  # /metrics, /readyz, the API request metrics
     app.include_router(ui_api_router, prefix=API_PREFIX)
     app.include_router(console_router)  # last: its catch-all serves the console
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

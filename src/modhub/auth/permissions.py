@@ -17,12 +17,14 @@ class Permission(StrEnum):
     MODULES_WRITE = "modules:write"
     MODULES_ADMIN = "modules:admin"
     USERS_ADMIN = "users:admin"
+    METRICS_READ = "metrics:read"
 
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "viewer": frozenset({Permission.MODULES_READ}),
     "operator": frozenset({Permission.MODULES_READ, Permission.MODULES_WRITE}),
     "admin": frozenset({"*"}),
+    "metrics": frozenset({Permission.METRICS_READ}),  # Prometheus's own token
 }
 
 

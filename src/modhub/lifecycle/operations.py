@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from modhub import metrics
 from modhub.db import Database
 from modhub.db.models import Operation, utcnow
 from modhub.errors import NotFound
@@ -160,7 +161,8 @@ class Operations:
 
         def run() -> T:
             try:
-                result = work(context)
+                with metrics.operation(kind):
+                    result = work(context)
             except BaseException as exc:
                 self._finish(op_id, "failed", str(exc))
                 raise

@@ -13,6 +13,7 @@ import inspect
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modhub import metrics
 from modhub.api.problems import MEDIA_TYPE, problem
 from modhub.auth import Principal
 from modhub.db.models import Module
@@ -67,6 +69,7 @@ DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "content-type", "x-re
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY = (204, 304)
+MATCHED = "modhub.route"  # the scope's (method, template) of the route a request reached
 
 
 class Authenticator(Protocol):
@@ -205,6 +208,7 @@ class ModuleDispatcher:
     async def dispatch(self, request: Request) -> Response:
         """Answer one request to a module route (the endpoint of the catch-all route)."""
         request_id = str(uuid.uuid4())
+        started = time.perf_counter()
         try:
             response = await self._answer(request, request_id)
         except HTTPException:
@@ -219,6 +223,9 @@ class ModuleDispatcher:
                 request_id,
             )
         response.headers[REQUEST_ID_HEADER] = request_id
+        module, route = request.path_params["module"], request.scope.get(MATCHED)
+        table = self._services(request).routes.table
+        metrics.observe_route(table, module, route, response.status_code, started)
         return response
 
     async def _answer(self, request: Request, request_id: str) -> Response:
@@ -232,6 +239,7 @@ class ModuleDispatcher:
             module_segments(request, module),
         )
         admitted = _admit(*lookup) if self._inline else await run_in_threadpool(_admit, *lookup)
+        request.scope[MATCHED] = (admitted.route.method, admitted.route.path)
         payload = route_payload(
             request.method,
             "/" + request.path_params.get("path", ""),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modhub import metrics
 from modhub.errors import (
     BadWorkerResponse,
     HandlerFailed,
@@ -181,6 +182,7 @@ class WorkerPool:
                 await self._fail(
                     worker,
                     f"handler {handler} did not answer in {limit} ms; worker restarted",
+                    cause="timeout",
                 )
                 raise HandlerTimeout(
                     f"module '{runtime.name}' did not answer in {limit} ms",
@@ -263,6 +265,7 @@ class WorkerPool:
             asyncio.create_task(self._read_log(worker)),
         ]
         self.workers[runtime.key] = worker
+        metrics.worker_started(runtime.name, restart=self.health[runtime.key].failures > 0)
         log.info("started worker %s (pid %s)", runtime.key, process.pid)
         self._ensure_reaper()
         return worker
@@ -270,7 +273,7 @@ class WorkerPool:
     async def _read_answers(self, worker: Worker) -> None:
         stdout = worker.process.stdout
         assert stdout is not None
-        reason = "the worker exited"
+        reason, cause = "the worker exited", "exited"
         try:
             while True:
                 header = await stdout.readexactly(HEADER.size)
@@ -278,6 +281,7 @@ class WorkerPool:
                 if size > self.limits.max_response_bytes:
                     limit = self.limits.max_response_bytes
                     reason = f"the worker sent {size} bytes, over the {limit} limit"
+                    cause = "oversize"
                     break
                 message = json.loads(await stdout.readexactly(size))
                 if "call" in message:
@@ -295,8 +299,8 @@ class WorkerPool:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except (ValueError, json.JSONDecodeError):
-            reason = "the worker sent a malformed answer"
-        await self._fail(worker, reason)
+            reason, cause = "the worker sent a malformed answer", "protocol"
+        await self._fail(worker, reason, cause=cause)
 
     async def _serve_call(self, worker: Worker, message: dict[str, Any]) -> None:
         """Answer one module-service call of a worker's handler."""
@@ -316,7 +320,7 @@ class WorkerPool:
                 stderr, worker.runtime.name, worker.runtime.key, worker.request_id
             )
 
-    async def _fail(self, worker: Worker, reason: str) -> None:
+    async def _fail(self, worker: Worker, reason: str, *, cause: str = "exited") -> None:
         """Kill a worker that misbehaved, fail its requests, and back off its restarts."""
         if worker.failed:
             return  # one failure, seen twice: by a timed-out call, then by its reader at EOF
@@ -329,6 +333,7 @@ class WorkerPool:
         if crashed and not worker.retiring:
             detail = f"{reason} (exit code {code})" if code not in (None, 0) else reason
             self._record_failure(worker.runtime, detail)
+            metrics.worker_ended(worker.runtime.name, cause)
             self.logs[worker.runtime.name].append(f"modhub: worker stopped: {detail}")
         for future in worker.pending.values():
             if not future.done():
@@ -352,15 +357,16 @@ class WorkerPool:
             idle = [w for w in self.workers.values() if not w.busy]
             if not idle:
                 raise WorkerUnavailable("every worker slot is busy; try again shortly")
-            await self.stop_worker(min(idle, key=lambda w: w.last_used))
+            await self.stop_worker(min(idle, key=lambda w: w.last_used), cause="evicted")
 
     # -- stopping --------------------------------------------------------------------------
 
-    async def stop_worker(self, worker: Worker) -> None:
+    async def stop_worker(self, worker: Worker, *, cause: str = "retired") -> None:
         """Stop one worker after its in-flight requests finish."""
         worker.retiring = True
         if self.workers.get(worker.runtime.key) is worker:
             del self.workers[worker.runtime.key]
+            metrics.worker_ended(worker.runtime.name, cause)
         while worker.busy:
             await asyncio.sleep(0.01)
         await _kill(worker)
@@ -388,7 +394,7 @@ class WorkerPool:
         now = time.monotonic()
         for worker in list(self.workers.values()):
             if not worker.busy and now - worker.last_used > self.limits.idle_seconds:
-                await self.stop_worker(worker)
+                await self.stop_worker(worker, cause="idle")
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -405,6 +411,7 @@ class WorkerPool:
             self._reaper.cancel()
         for worker in list(self.workers.values()):
             worker.retiring = True
+            metrics.worker_ended(worker.runtime.name, "shutdown")
             await _kill(worker)
         self.workers.clear()
         if self.cgroups is not None:

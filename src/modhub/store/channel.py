@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from modhub import metrics
 from modhub.sandbox.channel import CallerContext
 from modhub.store.errors import InvalidValue
 from modhub.store.service import Entry, ModuleStore
@@ -30,13 +31,14 @@ class StoreService:
 
     async def handle(self, context: CallerContext, op: str, args: dict[str, Any]) -> Any:
         """Run one store operation for the calling module and return its JSON result."""
-        awaited = getattr(self, f"_await_{op}", None)
-        if awaited is not None:
-            return await awaited(context, args)
-        operation = getattr(self, f"_op_{op}", None)
-        if operation is None:
-            raise InvalidValue(f"the store has no operation '{op}'")
-        return await asyncio.to_thread(operation, context, args)
+        with metrics.store_call(context.module, op):
+            awaited = getattr(self, f"_await_{op}", None)
+            if awaited is not None:
+                return await awaited(context, args)
+            operation = getattr(self, f"_op_{op}", None)
+            if operation is None:
+                raise InvalidValue(f"the store has no operation '{op}'")
+            return await asyncio.to_thread(operation, context, args)
 
     async def _await_get_entry(self, context: CallerContext, args: dict[str, Any]) -> Any:
         entry = await self.store.aget_entry(context.module, args.get("key"))  # type: ignore[arg-type]
