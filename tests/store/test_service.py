@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from modhub.db import Database, upgrade
 from modhub.db.models import StoredValue, utcnow
@@ -198,3 +201,79 @@ def test_the_loop_reader_never_waits_for_a_locked_database(tmp_path: Path) -> No
     holder.execute("ROLLBACK")
     holder.close()
     reader.close()
+
+
+def test_awaited_writes_answer_as_the_blocking_ones(
+    db: Database, store: ModuleStore, clock: Clock
+) -> None:
+    """On SQLite an awaited write runs on the loop (store/writer.py LoopWrites), but for a
+    large value or a quota purge, which go to the writer's thread; on PostgreSQL both forms
+    run in a thread. The same steps give the same answers, errors and data either way."""
+    big, huge = "b" * 70_000, "h" * 70_000  # over what the loop writes or decodes
+    steps: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("set", ("k1", "x" * 90), {"quota_bytes": 250}),
+        ("set", ("k1", "y"), {"if_version": 0, "quota_bytes": 250}),
+        ("set", ("tmp", "t" * 60), {"ttl": 1, "quota_bytes": 250}),
+        ("incr", ("n",), {"quota_bytes": 250}),
+        ("incr", ("n", 41), {"quota_bytes": 250}),
+        ("incr", ("k1",), {"quota_bytes": 250}),
+        ("delete", ("absent",), {}),
+        ("delete", ("k1",), {"if_version": 5}),
+        ("set", ("big", big), {"quota_bytes": QUOTA}),  # to the thread: large
+        ("incr", ("big",), {"quota_bytes": QUOTA}),  # to the thread: not decoded on the loop
+        ("delete", ("big",), {}),
+        ("tick", (), {}),  # tmp expires
+        ("set", ("k2", "z" * 90), {"quota_bytes": 250}),  # to the thread: purges tmp first
+        ("set", ("k3", "w" * 90), {"quota_bytes": 250}),
+        ("incr", ("tmp",), {"quota_bytes": 250}),
+        ("set", ("huge", huge), {"quota_bytes": QUOTA}),
+        ("delete", ("k2",), {"if_version": 1}),
+    ]
+    thread_commits: list[int] = []
+    event.listen(db.engine, "commit", lambda connection: thread_commits.append(1))
+
+    def outcome(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    def blocking(module: str) -> list[Any]:
+        answers = []
+        for name, args, kwargs in steps:
+            if name == "tick":
+                clock.now += timedelta(seconds=2)
+                continue
+            method = getattr(store, name)
+            answers.append(outcome(lambda: method(module, *args, **kwargs)))  # noqa: B023
+        return answers
+
+    async def awaited(module: str) -> list[Any]:
+        answers = []
+        for name, args, kwargs in steps:
+            if name == "tick":
+                clock.now += timedelta(seconds=2)
+                continue
+            try:
+                answers.append(await getattr(store, f"a{name}")(module, *args, **kwargs))
+            except Exception as exc:
+                answers.append((type(exc).__name__, str(exc)))
+        return answers
+
+    start = clock.now
+    expected = blocking("thread")
+    in_thread = len(thread_commits)
+    clock.now = start
+    assert asyncio.run(awaited("loop")) == expected
+    assert [answer[0] if isinstance(answer, tuple) else answer for answer in expected] == [
+        1, "VersionConflict", 1, 1, 42, "InvalidValue", False, "VersionConflict", 1,
+        "InvalidValue", True, 1, "QuotaExceeded", 1, 1, True,
+    ]  # fmt: skip
+    assert store.list("loop") == store.list("thread")
+    assert store.usage("loop") == store.usage("thread")
+    for key in ("n", "k3", "tmp", "huge"):
+        assert store.get_entry("loop", key) == store.get_entry("thread", key)
+    if db.dialect == "sqlite":  # on the loop but the three the thread must do
+        assert len(thread_commits) - in_thread == 3  # big, the purge, huge
+    else:
+        assert len(thread_commits) - in_thread == in_thread

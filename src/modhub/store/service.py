@@ -39,7 +39,15 @@ from modhub.store.checks import (
     successor,
 )
 from modhub.store.errors import InvalidValue, QuotaExceeded
-from modhub.store.writer import GroupWrites, Write, Writes
+from modhub.store.writer import (
+    LARGEST_INLINE,
+    GroupWrites,
+    LoopWrites,
+    Offload,
+    Write,
+    Writes,
+    on_loop,
+)
 
 __all__ = [  # the limits live in checks.py; importing them from here keeps working
     "DEFAULT_STORAGE_MB",
@@ -85,9 +93,14 @@ class ModuleStore:
         # writes start with BEGIN IMMEDIATE (db/database.py), so they are already ordered.
         self._postgres = db.dialect == "postgresql"
         writer = db.engine.execution_options(immediate=True)
-        self.writes: Writes = Writes(writer) if self._postgres else GroupWrites(writer)
         path = db.engine.url.database
         embedded_file = not self._postgres and path not in (None, "", ":memory:")
+        # On an SQLite file, an awaited write is tried on the loop first (writer.py).
+        self.writes: Writes = (
+            Writes(writer)
+            if self._postgres
+            else GroupWrites(writer, LoopWrites(str(path)) if embedded_file else None)
+        )
         self._loop_reader = sqlite.LoopReader(str(path)) if embedded_file else None
         # A read is one statement: on PostgreSQL, no BEGIN and ROLLBACK round trips for it.
         self._reader = (
@@ -245,6 +258,8 @@ class ModuleStore:
             )
 
         def write(session: Connection) -> int:
+            if len(data) > LARGEST_INLINE and on_loop(session):
+                raise Offload
             now = self.clock()
             expires = now + timedelta(seconds=ttl) if ttl is not None else None
             usage, row = self._locked_row(session, module, key)
@@ -265,6 +280,8 @@ class ModuleStore:
             now = self.clock()
             usage, row = self._locked_row(session, module, key, value=True)
             live = row is not None and _live(row[2], now)
+            if live and row is not None and len(row[3]) > LARGEST_INLINE and on_loop(session):
+                raise Offload  # not decoded on the loop
             number = json.loads(row[3]) if live and row is not None else 0
             if isinstance(number, bool) or not isinstance(number, int):
                 raise InvalidValue(f"'{key}' does not hold a whole number, so incr cannot add")
@@ -338,6 +355,8 @@ def _put(
     total = used - (old or 0) + size
     shrinks = current > 0 and old is not None and size <= old  # a live value made smaller
     if total > quota_bytes and not shrinks:
+        if on_loop(session):
+            raise Offload  # a purge has no bound: the writer thread does it
         # The row counts expired keys until they are purged; the quota does not.
         keys, used = _purge(session, module, key, now, (keys, used))[1:]
         total = used - (old or 0) + size

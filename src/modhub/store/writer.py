@@ -7,6 +7,14 @@ transaction (group commit), each in a savepoint: a write that fails (a stale `if
 the quota) rolls back alone, and no write is answered before its transaction commits. On
 PostgreSQL each write is its own transaction in a thread (writers of different modules run
 at once; one module's are ordered by its usage row).
+
+An awaited write on SQLite is first tried on the event loop itself (`LoopWrites`), in a
+transaction of its own on a connection that never waits: when SQLite's write lock is free
+a small write costs less there than the two thread hand-offs. When the lock is held (the
+writer thread, another process) or the write is not small (`Offload`: a large value, a
+quota purge), it goes to the writer thread instead, before anything of it is kept. That
+connection never checkpoints the WAL on commit; the writer thread does, every
+`CHECKPOINT_EVERY` writes done on the loop.
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.pool import StaticPool
 
 log = logging.getLogger("modhub.store")
 T = TypeVar("T")
@@ -28,9 +38,23 @@ Write = Callable[[Connection], T]
 
 MAX_GROUP = 256  # writes in one transaction at most
 IDLE_SECONDS = 10.0  # the group writer's thread ends after this long without work
+CHECKPOINT_EVERY = 200  # writes done on the loop between two WAL checkpoints (PASSIVE)
+LARGEST_INLINE = 64 * 1024  # characters of JSON written or decoded on the loop at most
 
 
 _STOP: Any = object()  # queued by `GroupWrites.close`
+_CHECKPOINT: Any = object()  # queued by `GroupWrites.arun` after writes on the loop
+
+
+class Offload(Exception):
+    """Raised by a write run on the loop that must run in the writer thread instead (its
+    transaction is rolled back first; nothing of it is kept)."""
+
+
+def on_loop(connection: Connection) -> bool:
+    """Whether `connection` is the loop's own (`LoopWrites`): a write checks it before
+    anything costly and raises `Offload` then."""
+    return bool(connection.info.get("on_loop", False))
 
 
 class Writes:
@@ -55,8 +79,9 @@ class Writes:
 class GroupWrites(Writes):
     """Writes run by one thread, as many as are waiting in one transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_loop: LoopWrites | None = None) -> None:
         super().__init__(engine)
+        self.on_loop = on_loop
         self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -71,29 +96,41 @@ class GroupWrites(Writes):
     def submit(self, write: Write[T]) -> Future[T]:
         """Queue `write`; return the future of its result, set once its transaction commits."""
         future: Future[T] = Future()
-        with self._lock:  # the thread only ends under this lock, with the queue empty
-            self._queue.put((write, future))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="modhub-store-writer", daemon=True
-                )
-                self._thread.start()
+        self._put((write, future))
         return future
 
     def run(self, write: Write[T]) -> T:
         return self.submit(write).result()
 
     async def arun(self, write: Write[T]) -> T:
+        if self.on_loop is not None:
+            done, result = self.on_loop.run(write)
+            if self.on_loop.commits >= CHECKPOINT_EVERY:
+                self.on_loop.commits = 0
+                self._put(_CHECKPOINT)
+            if done:
+                return cast(T, result)
         return await asyncio.wrap_future(self.submit(write))
 
+    def _put(self, item: Any) -> None:
+        with self._lock:  # the thread only ends under this lock, with the queue empty
+            self._queue.put(item)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="modhub-store-writer", daemon=True
+                )
+                self._thread.start()
+
     def close(self) -> None:
-        """Finish the writes queued, end the thread and close its connection."""
+        """Finish the writes queued, end the thread and close its connections."""
         with self._lock:
             thread = self._thread
             if thread is not None:
                 self._queue.put(_STOP)
         if thread is not None:
             thread.join()
+        if self.on_loop is not None:
+            self.on_loop.close()
 
     def _work(self) -> None:
         while True:
@@ -111,18 +148,36 @@ class GroupWrites(Writes):
                         self._close()
                         return
                 continue
-            group = [first]
-            stop = False
+            group = [] if first is _CHECKPOINT else [first]
+            stop, checkpoint = False, first is _CHECKPOINT
             with contextlib.suppress(queue.Empty):
                 while len(group) < MAX_GROUP:
                     item = self._queue.get_nowait()
                     if item is _STOP:
                         stop = True
                         break
+                    if item is _CHECKPOINT:
+                        checkpoint = True
+                        continue
                     group.append(item)
-            self._commit([item for item in group if item[1].set_running_or_notify_cancel()])
+            if group:
+                self._commit([item for item in group if item[1].set_running_or_notify_cancel()])
+            if checkpoint:
+                self._checkpoint()
             if stop:
                 self._queue.put(_STOP)  # after this group: the next turn ends the thread
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database as far as readers allow (PASSIVE: it takes
+        no lock that a writer waits for), outside any transaction."""
+        try:
+            if self._connection is None:
+                self._connection = self.engine.connect()
+            raw = self._connection.connection.driver_connection
+            cast(sqlite3.Connection, raw).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception:
+            log.exception("a WAL checkpoint of the store failed")
+            self._close()
 
     def _commit(self, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         """Run `group` in one transaction; answer each write after the commit."""
@@ -160,3 +215,81 @@ class GroupWrites(Writes):
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+
+class LoopWrites:
+    """Writes run on the event loop, each in a transaction of its own, on a connection of
+    their own that never waits (busy timeout 0) and never checkpoints on commit. `run`
+    answers (False, None) when the write must go to the writer thread instead: the write
+    lock is held elsewhere, the write raised `Offload`, or another thread is using this
+    connection; in each case its transaction was rolled back."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0  # since the last checkpoint was asked for
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
+        self._busy = threading.Lock()  # one loop at a time; another thread offloads
+
+    def _connect(self) -> sqlite3.Connection:
+        raw = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        for pragma in ("foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
+            raw.execute(f"PRAGMA {pragma}")
+        return raw
+
+    def run(self, write: Write[T]) -> tuple[bool, T | None]:
+        """Run `write` now in its own transaction: (True, its result), or (False, None)."""
+        if not self._busy.acquire(blocking=False):
+            return False, None
+        try:
+            return self._run(write)
+        finally:
+            self._busy.release()
+
+    def _run(self, write: Write[T]) -> tuple[bool, T | None]:
+        if self._connection is None:
+            self._engine = create_engine("sqlite://", creator=self._connect, poolclass=StaticPool)
+            self._connection = self._engine.connect()
+            self._connection.info["on_loop"] = True
+        connection = self._connection
+        raw = cast(sqlite3.Connection, connection.connection.driver_connection)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # the write lock is held elsewhere
+            return False, None
+        try:
+            result = write(connection)
+            raw.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+            except Exception:
+                self._drop()  # in doubt: not used again
+                raise exc from None
+            if isinstance(exc, Offload) or _busy(exc):
+                return False, None
+            raise
+        self.commits += 1
+        return True, result
+
+    def close(self) -> None:
+        """Close the connection (a later write opens a new one)."""
+        with self._busy:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's "locked" or "busy" (the write can be tried again)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )
