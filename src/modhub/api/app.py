@@ -64,6 +64,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             background.append(asyncio.create_task(observability.sampler(app).run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
+        if svc.settings.event_dispatch:
+            background.append(asyncio.create_task(svc.dispatcher.run()))
+            heard = svc.event_listener()  # other nodes' emits at once (PostgreSQL)
+            if heard is not None:
+                background.append(asyncio.create_task(heard.run()))
         if svc.settings.prefetch:
             background.append(asyncio.create_task(svc.materializer.prefetch()))
         try:
