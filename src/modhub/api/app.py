@@ -16,6 +16,7 @@ from modhub.api.redirects import RelativeRedirects
 from modhub.api.routers import (
     auth,
     cluster,
+    events,
     jobs,
     lifecycle,
     modules,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in (
         auth.router,
         cluster.router,
+        events.router,
         jobs.router,
         lifecycle.router,
         modules.router,
