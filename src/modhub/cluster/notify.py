@@ -56,10 +56,8 @@ class ChangeListener:
         wake: Sequence[Callable[[], None]],
         *,
         backoff: tuple[float, float] = (0.1, 5.0),
-        channel: str = CHANNEL,
     ) -> None:
         self.url = libpq_url(url)
-        self.channel = channel
         self.wake = list(wake)
         self.backoff = backoff
         self.connected = False
@@ -97,9 +95,9 @@ class ChangeListener:
             keepalives_count=3,
         )
         async with connection:
-            await connection.execute(f"LISTEN {self.channel}")
+            await connection.execute(f"LISTEN {CHANNEL}")
             self.connected = True
-            log.info("change listener: listening on %s", self.channel)
+            log.info("change listener: listening on %s", CHANNEL)
             self._wake()  # whatever changed while nobody listened
             async for note in connection.notifies():
                 self.heard += 1

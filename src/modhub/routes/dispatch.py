@@ -131,14 +131,18 @@ _CONFIG = select(Module.config).where(Module.name == bindparam("name"))
 
 
 class ModuleConfigs:
-    """Each module's config in clear, read from the database on every request.
+    """Each module's config in clear, read from the database, or kept (`cached`).
 
-    One indexed single-column read per request keeps every process up to date the
-    moment a config change commits; the secrets are decrypted again only when the
-    stored value differs from the last one seen.
+    Uncached, one indexed single-column read per request keeps every process up to date
+    the moment a config change commits. Cached, a module's config is read once and kept
+    until `forget(name)` (this process's registry listener, after each change commits) or
+    `forget_all()` (the route sync's reload: another process's change, heard through its
+    notification or the registry fingerprint poll): no read on the request path, at the
+    cost of serving another node's change as late as its routes are. Either way the
+    secrets are decrypted again only when the stored value differs from the last one seen.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, cached: bool = False) -> None:
         engine = registry.db.engine
         # One statement: on PostgreSQL no BEGIN and ROLLBACK round trips around it.
         self._reader = (
@@ -147,28 +151,45 @@ class ModuleConfigs:
             else engine
         )
         self._box = registry.box
+        self.cached = cached
         self._seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._kept: dict[str, dict[str, Any]] = {}  # cached: served without a read
+        self._generation = 0  # moves on every forget: a read begun before it is not kept
         self._lock = threading.Lock()
 
     def config_for_code(self, name: str) -> dict[str, Any]:
         """Return the config of module `name` with secrets in clear (NotFound if it is gone)."""
+        kept = self._kept.get(name)
+        if kept is not None:
+            return dict(kept)
+        generation = self._generation
         # A Core connection, not an ORM session: the session doubled this read's cost.
         with self._reader.connect() as connection:
             stored = connection.execute(_CONFIG, {"name": name}).scalar()
         if stored is None:
             raise NotFound(f"no module named '{name}'", module=name)
         seen = self._seen.get(name)
-        if seen is not None and seen[0] == stored:
-            return dict(seen[1])
-        clear = configs.unsealed(stored, self._box)
+        clear = seen[1] if seen is not None and seen[0] == stored else None
+        if clear is None:
+            clear = configs.unsealed(stored, self._box)
         with self._lock:
             self._seen[name] = (stored, clear)
+            if self.cached and generation == self._generation:
+                self._kept[name] = clear
         return dict(clear)
 
     def forget(self, name: str) -> None:
-        """Drop what is remembered of module `name` (after its removal)."""
+        """Drop what is remembered of module `name` (after a change to it commits)."""
         with self._lock:
+            self._generation += 1
             self._seen.pop(name, None)
+            self._kept.pop(name, None)
+
+    def forget_all(self) -> None:
+        """Read every module's config again (another process may have changed any)."""
+        with self._lock:
+            self._generation += 1
+            self._kept.clear()
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class RouteSync:
     def load(self) -> RouteTable:
         """Build the whole table from the registry and serve it."""
         self._fingerprint = self.registry.fingerprint()
+        self.configs.forget_all()  # a config may have changed with the rest
         # Built under the writers' lock: a reload that read the registry before a change
         # cannot swap in after the listener that saw the change.
         # UPDATING modules keep their old version's routes, as `refresh_module` does.
