@@ -18,6 +18,8 @@ from modhub.cluster.notify import ChangeListener
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
+from modhub.events import Dispatcher, DispatchLimits, EventService, EventStore
+from modhub.events.store import CHANNEL as EVENTS_CHANNEL
 from modhub.jobs import JobLimits, JobRunner
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
@@ -55,6 +57,8 @@ class Services:
     jobs: JobRunner
     store: ModuleStore
     materializer: Materializer
+    events: EventService
+    dispatcher: Dispatcher
     nodes: NodeRegistry = field(init=False)  # this process in the node list (set by start)
     module_logs: LogShipper = field(init=False)  # its modules' log lines, to the database
 
@@ -130,6 +134,22 @@ class Services:
         pool.services["modules"] = ModuleCalls(
             registry, routes, pool, configs, max_body_bytes=settings.max_body_bytes
         ).handle
+        events = EventService(registry, EventStore(db))
+        pool.services["events"] = events.handle
+        lease = timedelta(seconds=settings.event_lease_seconds)
+        dispatcher = Dispatcher(
+            registry,
+            events.store,
+            events.catalogs,
+            pool,
+            runtime_for,
+            DispatchLimits(
+                lease=lease,
+                heartbeat=lease / 3,
+                retention=timedelta(hours=settings.event_retention_hours),
+            ),
+        )
+        events.listeners.append(dispatcher.wake)
         materializer = Materializer(
             lifecycle,
             served=lambda: {
@@ -171,6 +191,8 @@ class Services:
             ),
             store=store,
             materializer=materializer,
+            events=events,
+            dispatcher=dispatcher,
         )
         services.nodes = NodeRegistry(
             db,
@@ -220,6 +242,13 @@ class Services:
         if self.db.dialect != "postgresql" or not self.settings.listen_changes:
             return None
         return ChangeListener(self.db.url, [self.sync.wake, self.jobs.wake])
+
+    def event_listener(self) -> ChangeListener | None:
+        """Return a listener that wakes the event dispatcher whenever another node emits
+        (PostgreSQL; None on SQLite or when turned off)."""
+        if self.db.dialect != "postgresql" or not self.settings.listen_changes:
+            return None
+        return ChangeListener(self.db.url, [self.dispatcher.wake], channel=EVENTS_CHANNEL)
 
     def close(self) -> None:
         """Stop background operations and release the database connections."""

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     job_concurrency_per_module: int = Field(default=2, ge=1, le=100)
     job_retention_days: float = Field(default=30, gt=0)
     scheduler: bool = Field(default=True, description="Fire and execute jobs in this process")
+    event_retention_hours: float = Field(
+        default=72, gt=0, description="Events (and their deliveries) older than this are deleted"
+    )
+    event_dispatch: bool = Field(default=True, description="Deliver events in this process")
+    event_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="How long a delivery claimed by a node that stopped renewing waits",
+    )
     prefetch: bool = Field(
         default=False,
         description="Materialize every enabled module at start-up and after each change",

@@ -44,6 +44,9 @@ MORE: list[tuple[str, str, Any, str | None]] = [
     ("GET", f"{API}/operations/no-such-op", None, READ),
     ("POST", f"{API}/modules/target/jobs/j/run", None, WRITE),
     ("POST", f"{API}/jobs/runs/999/cancel", None, WRITE),
+    ("GET", f"{API}/events", None, READ),
+    ("GET", f"{API}/events/999", None, READ),
+    ("POST", f"{API}/events/999/redeliver?subscriber=target", None, WRITE),
     ("POST", f"{API}/modules/bundles", UPLOAD, ADMIN),
     ("POST", f"{API}/modules/target/upgrade", {"version": "1.0.0"}, ADMIN),
     ("POST", f"{API}/modules/target/rollback", None, ADMIN),
@@ -75,7 +78,8 @@ def test_every_operation_is_in_a_matrix(client: TestClient, tokens: dict[str, st
         for method in operations
         if method.upper() in METHODS
         and not any(
-            m == method.upper() and template(path).match(p.replace("{victim}", "1"))
+            m == method.upper()
+            and template(path).match(p.replace("{victim}", "1").partition("?")[0])
             for m, p in covered
         )
     ]

@@ -16,6 +16,7 @@ from modhub.api.redirects import RelativeRedirects
 from modhub.api.routers import (
     auth,
     cluster,
+    events,
     jobs,
     lifecycle,
     modules,
@@ -64,6 +65,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             background.append(asyncio.create_task(observability.sampler(app).run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
+        if svc.settings.event_dispatch:
+            background.append(asyncio.create_task(svc.dispatcher.run()))
+            heard = svc.event_listener()  # other nodes' emits at once (PostgreSQL)
+            if heard is not None:
+                background.append(asyncio.create_task(heard.run()))
         if svc.settings.prefetch:
             background.append(asyncio.create_task(svc.materializer.prefetch()))
         try:
@@ -95,6 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in (
         auth.router,
         cluster.router,
+        events.router,
         jobs.router,
         lifecycle.router,
         modules.router,

@@ -1,6 +1,6 @@
 """The `modhub` command."""
 
-from modhub.cli import admin, backup, client, cluster, doctor, store
+from modhub.cli import admin, backup, client, cluster, doctor, events, store
 from modhub.cli.app import app, main
 
-__all__ = ["admin", "app", "backup", "client", "cluster", "doctor", "main", "store"]
+__all__ = ["admin", "app", "backup", "client", "cluster", "doctor", "events", "main", "store"]

@@ -18,6 +18,7 @@ from modhub.cli.app import app, err, load_settings, out
 from modhub.db import Database
 from modhub.db.migrate import upgrade
 from modhub.errors import ModhubError
+from modhub.metrics import listener as metrics_listener
 from modhub.registry import Status
 from modhub.services import Services
 from modhub.settings import Settings
@@ -119,6 +120,7 @@ def serve(
         services.close()  # each worker process starts its own, as a node of the cluster
         serve_workers(settings, workers)
         return
+    metrics_listener.listen(settings, services.db)  # MODHUB_METRICS_ADDRESS, when set
     uvicorn.run(
         create_app(services=services),
         host=settings.host,
@@ -139,6 +141,8 @@ def serve_workers(settings: Settings, workers: int) -> None:
 
     from modhub.api.protocol import server_options
 
+    metrics_listener.prepare_workers(settings)  # before the processes import prometheus
+    metrics_listener.listen(settings)  # one listener, adding up every process's metrics
     os.environ.update(
         MODHUB_DATA_DIR=str(settings.data_dir.resolve()),
         MODHUB_HOST=settings.host,

@@ -61,11 +61,34 @@ def validate(
     requirements are accepted.
     """
     result = validate_path(path, allow_direct_references=_allow_direct_references())
+    if result.valid and path.is_dir():
+        result = _check_node_handlers(path, result)
     if as_json:
         typer.echo(json.dumps(result.public(), indent=2))
     else:
         _print_result(path, result)
     raise typer.Exit(0 if result.valid else 1)
+
+
+def _check_node_handlers(folder: Path, result: ValidationResult) -> ValidationResult:
+    """Add what esbuild finds in the folder's TypeScript and JavaScript handlers: a syntax
+    error (file:line:column) or a function not exported (a warning when it cannot run)."""
+    from modhub.lifecycle import typescript
+    from modhub.lifecycle.environment import InstallError
+    from modhub.manifest import Manifest, load_manifest
+    from modhub.manifest.result import Issue
+
+    manifest = Manifest.model_validate(load_manifest(folder))
+    if not typescript.node_handlers(manifest):
+        return result
+    try:
+        found = typescript.check_handlers(manifest, folder)
+    except InstallError as exc:
+        warning = Issue(
+            path="", code="handlers_not_checked", message=exc.detail, severity="warning"
+        )
+        return ValidationResult(errors=result.errors, warnings=[*result.warnings, warning])
+    return ValidationResult(errors=[*result.errors, *found], warnings=result.warnings)
 
 
 @app.command()

@@ -56,8 +56,10 @@ class ChangeListener:
         wake: Sequence[Callable[[], None]],
         *,
         backoff: tuple[float, float] = (0.1, 5.0),
+        channel: str = CHANNEL,
     ) -> None:
         self.url = libpq_url(url)
+        self.channel = channel
         self.wake = list(wake)
         self.backoff = backoff
         self.connected = False
@@ -95,9 +97,9 @@ class ChangeListener:
             keepalives_count=3,
         )
         async with connection:
-            await connection.execute(f"LISTEN {CHANNEL}")
+            await connection.execute(f"LISTEN {self.channel}")
             self.connected = True
-            log.info("change listener: listening on %s", CHANNEL)
+            log.info("change listener: listening on %s", self.channel)
             self._wake()  # whatever changed while nobody listened
             async for note in connection.notifies():
                 self.heard += 1

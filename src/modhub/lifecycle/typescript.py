@@ -32,6 +32,7 @@ from modhub.lifecycle import environment
 from modhub.lifecycle.environment import InstallError, PackageIndex, scrubbed_env
 from modhub.manifest import Manifest
 from modhub.manifest.formats import split_handler
+from modhub.manifest.result import Issue
 from modhub.sandbox import launch
 
 BUILD_SCRIPT = Path(__file__).with_name("typescript_build.mjs")
@@ -238,3 +239,39 @@ def install_packages(
         errors = [line for line in runner.lines if line.startswith("npm error")]
         summary = " ".join(line.removeprefix("npm error").strip() for line in errors[:3])
         raise InstallError(f"npm ci failed: {summary or exc.detail}", log=exc.log) from None
+
+
+def check_handlers(manifest: Manifest, folder: Path) -> list[Issue]:
+    """Return an error for each Node handler of `folder` that does not compile
+    (`handler_syntax_error`, naming file:line:column) or does not export its function
+    (`handler_not_exported`), as `modhub validate` reports them. Nothing is written."""
+    capabilities = manifest.capabilities
+    located = [
+        (f"/capabilities/api/routes/{i}/handler", r.handler)
+        for i, r in enumerate(capabilities.api.routes)
+    ]
+    located += [
+        (f"/capabilities/jobs/handlers/{i}/handler", j.handler)
+        for i, j in enumerate(capabilities.jobs.handlers)
+    ]
+    events = getattr(capabilities, "events", None)
+    located += [
+        (f"/capabilities/events/subscribes/{i}/handler", s.handler)
+        for i, s in enumerate(getattr(events, "subscribes", None) or ())
+    ]
+    located = [
+        (where, ref)
+        for where, ref in located
+        if launch.handler_language(ref) == "node" and (folder / split_handler(ref)[0]).is_file()
+    ]
+    entries = sorted({split_handler(ref)[0] for _, ref in located})
+    try:
+        exports = compile_files(folder, None, entries)
+    except CompileError as exc:
+        where = next((w for w, ref in located if split_handler(ref)[0] == exc.file), located[0][0])
+        return [Issue(path=where, code="handler_syntax_error", message=exc.detail)]
+    issues = []
+    for where, ref in located:
+        for problem in missing_exports([ref], exports):
+            issues.append(Issue(path=where, code="handler_not_exported", message=problem))
+    return issues

@@ -17,11 +17,23 @@ import re2
 from pydantic import BaseModel, ValidationError
 
 from modhub.manifest import formats
-from modhub.manifest.model import ConfigField, Job, Manifest, Metadata, NavItem, Page, Route
+from modhub.manifest.model import (
+    ConfigField,
+    EmittedEvent,
+    Job,
+    Manifest,
+    Metadata,
+    NavItem,
+    Page,
+    Route,
+    Subscription,
+)
 from modhub.manifest.result import Findings, Location
+from modhub.manifest.subscriptions import EMITS, SUBSCRIBES, check_events
 
 M = TypeVar("M", bound=BaseModel)
-NON_PYTHON_HANDLERS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs")
+NODE_HANDLERS = (".ts", ".mts", ".js", ".mjs")  # run by the Node worker
+NON_PYTHON_HANDLERS = (".tsx", ".jsx", ".cjs")  # JavaScript that no worker runs as a handler
 JS_COMPONENTS = (".js", ".mjs")
 KNOWN_SYSTEM_TOOLS = frozenset({"python", "node", "modhub"})
 ROUTES: Location = ("capabilities", "api", "routes")
@@ -47,6 +59,8 @@ class View:
     dependencies: dict[str, dict[str, Any]] = field(default_factory=dict)
     metadata_extra: list[str] = field(default_factory=list)
     permissions_known: bool = True
+    emits: list[tuple[int, EmittedEvent]] = field(default_factory=list)
+    subscribes: list[tuple[int, Subscription]] = field(default_factory=list)
 
     @classmethod
     def of(cls, manifest: Manifest) -> View:
@@ -65,6 +79,8 @@ class View:
             defaults=dict(manifest.config.defaults),
             dependencies={"modules": deps.modules, "npm": deps.npm, "system": deps.system},
             metadata_extra=list(manifest.metadata.model_extra or {}),
+            emits=list(enumerate(caps.events.emits)),
+            subscribes=list(enumerate(caps.events.subscribes)),
         )
 
     @classmethod
@@ -101,6 +117,8 @@ class View:
             defaults=_dict(config, "defaults"),
             dependencies={k: _dict(data, "dependencies", k) for k in ("modules", "npm", "system")},
             metadata_extra=extra,
+            emits=list(_valid(EmittedEvent, enumerate(_list(data, *EMITS)))),
+            subscribes=list(_valid(Subscription, enumerate(_list(data, *SUBSCRIBES)))),
         )
 
 
@@ -212,8 +230,9 @@ def check_dependencies(view: View, findings: Findings) -> None:
         findings.warn(
             ("dependencies", "npm", package),
             "npm_dependency",
-            f"npm package '{package}' is not installed by modhub: module code runs on "
-            "Python; use dependencies.python",
+            f"npm package '{package}' is not installed from the manifest: ship a "
+            "package.json and its package-lock.json in the module folder (npm ci installs "
+            "them), or use dependencies.python for Python code",
         )
     for tool in view.dependencies.get("system", {}):
         if tool not in KNOWN_SYSTEM_TOOLS:
@@ -270,6 +289,10 @@ def check_files(view: View, findings: Findings, folder: Path) -> None:
     ]
     refs += [((*JOBS, i, "handler"), formats.split_handler(j.handler)[0]) for i, j in view.jobs]
     refs += [((*PAGES, i, "component"), p.component) for i, p in view.pages]
+    refs += [
+        ((*SUBSCRIBES, i, "handler"), formats.split_handler(s.handler)[0])
+        for i, s in view.subscribes
+    ]
     root = folder.resolve()
     for location, relative in refs:
         target = (root / relative).resolve()
@@ -422,11 +445,13 @@ def _check_handler(findings: Findings, where: Location, ref: str) -> None:
         findings.warn(
             where,
             "handler_not_python",
-            f"'{file}' is not Python: TypeScript and JavaScript handlers cannot run on "
-            "modhub; requests to it will answer 501 until it is a .py file",
+            f"'{file}' cannot run as a handler: handlers are .py, .ts, .mts, .js or .mjs "
+            "files (a component of JSX belongs in ui.pages); requests to it will answer 501",
         )
-    elif not file.endswith(".py"):
-        findings.error(where, "invalid_handler", f"handler '{file}' must be a .py file")
+    elif not file.endswith((".py", *NODE_HANDLERS)):
+        findings.error(
+            where, "invalid_handler", f"handler '{file}' must be a .py, .ts, .mts, .js or .mjs file"
+        )
 
 
 CHECKS: tuple[Callable[[View, Findings], None], ...] = (
@@ -437,6 +462,7 @@ CHECKS: tuple[Callable[[View, Findings], None], ...] = (
     check_dependencies,
     check_config,
     check_metadata,
+    check_events,
 )
 
 

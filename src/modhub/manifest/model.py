@@ -7,6 +7,7 @@ fields to each other live in `modhub.manifest.checks`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -258,10 +259,77 @@ class Ui(Model):
     navigation: list[NavItem] = []
 
 
+def _event_name(value: str) -> str:
+    if not EVENT_NAME.fullmatch(value):
+        raise _error(
+            "invalid_event_name",
+            "'{value}' is not an event name: use dotted lowercase words, like vm.created",
+            value=value,
+        )
+    return value
+
+
+def _event_ref(value: str) -> str:
+    module, _, name = value.partition("/")
+    if not (module == "modhub" or formats.MODULE_NAME.fullmatch(module)) or not (
+        EVENT_NAME.fullmatch(name)
+    ):
+        raise _error(
+            "invalid_event_ref",
+            "'{value}' is not an event reference: use module/event, like vmware-vcenter/vm.created",
+            value=value,
+        )
+    return value
+
+
+# Events: dotted lowercase words (`vm.created`); a subscription names `module/event`.
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+MAX_EVENT_NAME = 128
+EventName = Annotated[
+    str,
+    Field(max_length=MAX_EVENT_NAME, json_schema_extra=_schema(EVENT_NAME.pattern)),
+    AfterValidator(_event_name),
+]
+EventRef = Annotated[
+    str,
+    Field(
+        max_length=64 + 1 + MAX_EVENT_NAME, description="module/event, or modhub/<platform event>"
+    ),
+    AfterValidator(_event_ref),
+]
+
+
+class EmittedEvent(Model):
+    name: EventName
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        default={}, alias="schema", description="JSON Schema of the payload"
+    )
+
+
+class Subscription(Model):
+    event: EventRef
+    handler: HandlerRef
+    timeout: (
+        Annotated[
+            int,
+            Field(gt=0, le=MAX_JOB_TIMEOUT_MS, description="Milliseconds before an attempt stops"),
+        ]
+        | None
+    ) = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class Events(Model):
+    emits: list[EmittedEvent] = []
+    subscribes: list[Subscription] = []
+
+
 class Capabilities(Model):
     api: Api = Api()
     jobs: Jobs = Jobs()
     ui: Ui = Ui()
+    events: Events = Events()
 
 
 class Dependencies(Model):

@@ -35,6 +35,7 @@ from modhub.registry.rows import (
     refuse_busy,
 )
 from modhub.registry.status import Status, check_transition, path_to
+from modhub.registry.subscriptions import refuse_undeclared, warn_undeclared
 from modhub.registry.types import (
     ModuleDetail,
     ModulePage,
@@ -79,10 +80,13 @@ class Registry:
         self.listeners: list[Callable[[str], None]] = []
 
     def validate(self, data: object, *, folder: Path | None = None) -> ValidationResult:
-        """Validate a manifest as registration on this server would (its settings applied)."""
-        return validate_manifest(
+        """Validate a manifest as registration on this server would (its settings applied),
+        warning about subscriptions to events the named modules do not declare."""
+        result = validate_manifest(
             data, folder=folder, allow_direct_references=self.allow_direct_references
         )
+        with self.db.read() as session:
+            return warn_undeclared(session, data, result)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -231,6 +235,9 @@ class Registry:
                 if target == Status.ENABLED
                 else disable_plan(session, module, cascade)
             )
+            for row, step in steps:
+                if step.to == Status.ENABLED:  # 409 while a subscribed event is undeclared
+                    refuse_undeclared(session, active_manifest(session, row))
             if dry_run:
                 return Plan(dry_run=True, steps=[s for _, s in steps])
             for row, step in steps:

@@ -8,9 +8,9 @@ and `no_new_privs` with `setpriv` before the interpreter is exec'd, so nothing a
 ships (not even a `.pth` file of a dependency) runs with more than the module's rights.
 
 Wire format, both directions: a 4-byte big-endian length, then a JSON object.
-Requests:  {"id", "kind": "route"|"job"|"ping", "handler", "payload", "config"}
+Requests:  {"id", "kind": "route"|"job"|"event"|"ping", "handler", "payload", "config"}
 Responses: {"id", "ok": true, "status", "headers", "body" (base64), "contentType"}
-           {"id", "ok": true, "result"}                       (jobs)
+           {"id", "ok": true, "result"}                       (jobs, events)
            {"id", "ok": false, "error": "not_found"|"exception", "message"}
 While a request runs, its handler may call module services (`sandbox/channel.py`):
            {"call", "rid", "service", "op", "args"} out, {"reply", "ok", "result"|"error"} in.
@@ -156,7 +156,7 @@ class Worker:
             write_frame(self.out, answer)
 
     def _run(self, message: dict[str, Any]) -> dict[str, Any]:
-        from modhub.sdk import JobContext, ModuleCalls, Request, Store, User
+        from modhub.sdk import Event, Events, JobContext, ModuleCalls, Request, Store, User
 
         kind = message["kind"]
         if kind == "ping":
@@ -169,6 +169,22 @@ class Worker:
         payload, config = message["payload"], message.get("config") or {}
         call, acall = self.channel.transports(message["id"])
         store, modules = Store(call, acall), ModuleCalls(call, acall)
+        events = Events(call, acall)
+        if kind == "event":
+            event = Event(
+                id=int(payload["id"]),
+                name=payload["name"],
+                source=payload["source"],
+                payload=payload.get("payload"),
+                emitted_at=datetime.fromisoformat(payload["emittedAt"]),
+                attempt=payload.get("attempt", 1),
+                config=config,
+                logger=self.log,
+                store=store,
+                modules=modules,
+                events=events,
+            )
+            return {"ok": True, "result": self._call(function, event)}
         if kind == "job":
             context = JobContext(
                 job=payload["job"],
@@ -179,6 +195,7 @@ class Worker:
                 logger=self.log,
                 store=store,
                 modules=modules,
+                events=events,
             )
             return {"ok": True, "result": self._call(function, context)}
         user = payload.get("user") or {}
@@ -203,6 +220,7 @@ class Worker:
             logger=self.log,
             store=store,
             modules=modules,
+            events=events,
         )
         response = self.loading.to_response(self._call(function, request))
         body, content_type = response.encoded()

@@ -8,10 +8,12 @@ a job handler is `def handler(context: JobContext) -> Any`. A plain return value
 a JSON response with status 200; `bytes` become `application/octet-stream`.
 """
 
+from modhub.sdk.events import Emitted, Event, EventHandler, Events
 from modhub.sdk.loading import HandlerNotFound, call_handler, load_handler, run_job, to_response
 from modhub.sdk.services import (
     CallRefused,
     Entry,
+    EventInvalid,
     InvalidKey,
     InvalidValue,
     ModuleCalls,
@@ -27,7 +29,12 @@ from modhub.sdk.types import JobContext, JobHandler, Request, Response, RouteHan
 
 __all__ = [
     "CallRefused",
+    "Emitted",
     "Entry",
+    "Event",
+    "EventHandler",
+    "EventInvalid",
+    "Events",
     "HandlerNotFound",
     "InvalidKey",
     "InvalidValue",

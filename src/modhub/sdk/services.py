@@ -56,6 +56,12 @@ class CallRefused(ServiceError):
     """The platform refused a call to another module; the message says why."""
 
 
+class EventInvalid(ServiceError):
+    """The platform refused to emit an event: its name is not declared in the manifest's
+    `capabilities.events.emits`, or its payload breaks the declared schema (the message
+    names the field). Nothing was emitted."""
+
+
 ERRORS: dict[str, type[ServiceError]] = {
     cls.__name__: cls
     for cls in (
@@ -67,6 +73,7 @@ ERRORS: dict[str, type[ServiceError]] = {
         InvalidKey,
         InvalidValue,
         CallRefused,
+        EventInvalid,
     )
 }
 

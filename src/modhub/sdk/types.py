@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from modhub.sdk.events import Events
     from modhub.sdk.services import ModuleCalls, Store
 
 
@@ -22,6 +23,12 @@ def _no_calls() -> ModuleCalls:
     from modhub.sdk.services import ModuleCalls
 
     return ModuleCalls()
+
+
+def _no_events() -> Events:
+    from modhub.sdk.events import Events
+
+    return Events()
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Request:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("module"))
     store: Store = field(default_factory=_no_store)
     modules: ModuleCalls = field(default_factory=_no_calls)
+    events: Events = field(default_factory=_no_events)
 
     @property
     def json(self) -> Any:
@@ -92,6 +100,7 @@ class JobContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("module"))
     store: Store = field(default_factory=_no_store)
     modules: ModuleCalls = field(default_factory=_no_calls)
+    events: Events = field(default_factory=_no_events)
 
 
 class RouteHandler(Protocol):

@@ -1,0 +1,268 @@
+"""The dispatcher: claims deliveries and runs each subscriber's handler in its own worker.
+
+Driven by `tick(now)` (tests move a fake clock), and `run()` ticks when woken (an emit on
+this node, a NOTIFY from another) or every `poll` seconds. A claimed run of one
+subscriber's deliveries from one source is delivered in order; a failed attempt is tried
+again after a backoff with jitter until the subscription's `retries` are spent, then the
+delivery is dead. While it runs deliveries the dispatcher renews their lease; a node that
+dies stops renewing, and any other node claims them again once the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from modhub.errors import HandlerTimeout, ModhubError, NotFound
+from modhub.events.catalog import Catalog, Catalogs
+from modhub.events.store import Claimed, EventStore
+from modhub.manifest import Manifest
+from modhub.registry import Registry, Status
+from modhub.sandbox import ModuleRuntime, WorkerPool
+from modhub.sandbox.channel import CallerContext
+
+log = logging.getLogger("modhub.events")
+RuntimeFor = Callable[[Manifest, Path | None], ModuleRuntime | None]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    """How many (subscriber, source) runs deliver at once, how many deliveries one claim
+    takes per run, the lease and its heartbeat, the retries' backoff and the retention."""
+
+    concurrency: int = 8
+    batch: int = 32
+    lease: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta = timedelta(seconds=10)
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    retention: timedelta = timedelta(hours=72)
+    poll: float = 1.0
+
+
+class Dispatcher:
+    """Delivers pending events to enabled subscribers, on this node."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: EventStore,
+        catalogs: Catalogs,
+        pool: WorkerPool,
+        runtime_for: RuntimeFor,
+        limits: DispatchLimits | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.catalogs = catalogs
+        self.pool = pool
+        self.runtime_for = runtime_for
+        self.limits = limits or DispatchLimits()
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.delivered = 0  # deliveries this dispatcher marked delivered
+        self._fingerprint: tuple[int, str] | None = None
+        self._renewed_at: datetime | None = None
+        self._pruned_at: datetime | None = None
+        self._runtimes: dict[tuple[str, str], ModuleRuntime | None] = {}
+        self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def tick(self, now: datetime) -> None:
+        """Do one round: forget removed subscribers' pending deliveries when the registry
+        moved, renew the lease when due, prune old events hourly, claim and deliver."""
+        catalog = await asyncio.to_thread(self.catalogs.current)
+        if catalog.fingerprint != self._fingerprint:
+            dropped = await asyncio.to_thread(self.store.drop_pending, set(catalog.emits))
+            if dropped:
+                log.info("deleted %d pending deliveries of removed modules", dropped)
+            self._fingerprint = catalog.fingerprint
+        if self.tasks and (
+            self._renewed_at is None or now - self._renewed_at >= self.limits.heartbeat
+        ):
+            await asyncio.to_thread(self.store.renew, self.owner, now, self.limits.lease)
+            self._renewed_at = now
+        if self._pruned_at is None or now - self._pruned_at > timedelta(hours=1):
+            self._pruned_at = now
+            pruned = await asyncio.to_thread(self.store.prune, now - self.limits.retention)
+            if pruned:
+                log.info("deleted %d events older than the retention", pruned)
+        await self.dispatch(now, catalog)
+
+    async def dispatch(self, now: datetime, catalog: Catalog | None = None) -> int:
+        """Claim what there is room for and start delivering it; return the runs started."""
+        if catalog is None:
+            catalog = await asyncio.to_thread(self.catalogs.current)
+        room = self.limits.concurrency - len(self.tasks)
+        runnable = {
+            module
+            for module, subscriptions in catalog.by_module.items()
+            for s in subscriptions.values()
+            if s.status == Status.ENABLED and s.has_code
+        }
+        if room <= 0 or not runnable:
+            return 0
+        runs = await asyncio.to_thread(
+            self.store.claim,
+            self.owner,
+            now,
+            room,
+            runnable,
+            self.limits.lease,
+            self.limits.batch,
+        )
+        if runs and self._renewed_at is None:
+            self._renewed_at = now
+        for run in runs:
+            task = asyncio.create_task(self._deliver_run(run, catalog))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return len(runs)
+
+    def wake(self) -> None:
+        """Claim now: an event was emitted (safe from any thread)."""
+        woken = self._woken
+        if woken is not None:
+            loop, event = woken
+            loop.call_soon_threadsafe(event.set)
+
+    async def run(self) -> None:
+        """Tick when woken, or every `poll` seconds, until cancelled."""
+        event = asyncio.Event()
+        self._woken = (asyncio.get_running_loop(), event)
+        while True:
+            event.clear()
+            try:
+                await self.tick(self.clock())
+            except Exception:
+                log.exception("event dispatch failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self.limits.poll)
+
+    async def drain(self) -> None:
+        """Wait for every started run to finish (tests and shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    # -- delivering ------------------------------------------------------------------------
+
+    async def _deliver_run(self, run: list[Claimed], catalog: Catalog) -> None:
+        done: list[int] = []
+        try:
+            for k, delivery in enumerate(run):
+                if not await self._deliver(delivery, catalog):
+                    rest = [d.id for d in run[k + 1 :]]
+                    await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
+                    self.delivered += len(done)
+                    done = []
+                    await asyncio.to_thread(self.store.release, rest, self.owner)
+                    return
+                done.append(delivery.id)
+        except asyncio.CancelledError:
+            # Stopping: what was delivered is recorded; the rest waits for its lease.
+            await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
+            raise
+        await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
+        self.delivered += len(done)
+        self.wake()  # the pair's next deliveries may be waiting behind this run
+
+    async def _deliver(self, delivery: Claimed, catalog: Catalog) -> bool:
+        """Run one attempt; return whether the run may go on (delivered, or dead)."""
+        subscriber = catalog.subscription(delivery.subscriber, f"{delivery.source}/{delivery.name}")
+        if subscriber is None:
+            await self._failed(delivery, "the module no longer subscribes to this event", None)
+            return True
+        subscription = subscriber.subscription
+        try:
+            runtime = await asyncio.to_thread(self._runtime, subscriber.module, subscriber.version)
+            if runtime is None:
+                raise ModhubError(f"module '{subscriber.module}' has no code to run")
+            config = await asyncio.to_thread(self.registry.config_for_code, subscriber.module)
+            timeout_ms = subscription.timeout or runtime.timeout_ms
+            context = CallerContext(
+                module=runtime.name,
+                version=runtime.version,
+                user=None,
+                job=f"event:{delivery.source}/{delivery.name}",
+                deadline=time.monotonic() + timeout_ms / 1000,
+                request_id=f"event-{delivery.event_id}",
+            )
+            await self.pool.call(
+                runtime,
+                "event",
+                subscription.handler,
+                {
+                    "id": delivery.event_id,
+                    "name": delivery.name,
+                    "source": delivery.source,
+                    "payload": delivery.payload,
+                    "emittedAt": delivery.emitted_at.isoformat(),
+                    "attempt": delivery.attempt,
+                },
+                config,
+                timeout_ms=timeout_ms,
+                context=context,
+            )
+            return True
+        except HandlerTimeout:
+            error = f"the handler took longer than {timeout_ms} ms"
+        except (ModhubError, NotFound) as exc:
+            error = exc.detail
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours must not stop the dispatcher
+            log.exception("delivery %s failed unexpectedly", delivery.id)
+            error = f"internal error: {exc}"
+        now = self.clock()
+        retry_at = (
+            now + self._backoff(delivery.attempt)
+            if delivery.attempt <= subscription.retries
+            else None
+        )
+        await self._failed(delivery, error, retry_at)
+        return retry_at is None  # dead: the next ones go on; retried: they wait behind it
+
+    async def _failed(self, delivery: Claimed, error: str, retry_at: datetime | None) -> None:
+        if retry_at is None:
+            log.warning(
+                "event %s to %s is dead after %d attempt(s): %s",
+                delivery.event_id,
+                delivery.subscriber,
+                delivery.attempt,
+                error,
+            )
+        await asyncio.to_thread(
+            self.store.failed, delivery.id, self.owner, error, self.clock(), retry_at
+        )
+
+    def _runtime(self, module: str, version: str) -> ModuleRuntime | None:
+        key = (module, version)
+        if key not in self._runtimes:
+            manifest, row = self.registry.version_info(module, version)
+            self._runtimes[key] = self.runtime_for(manifest, Path(row.path) if row.path else None)
+        return self._runtimes[key]
+
+    def _backoff(self, attempt: int) -> timedelta:
+        """Return how long a failed attempt waits for the next one (with jitter)."""
+        delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
+        delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
+        return timedelta(seconds=delay)

@@ -1,0 +1,456 @@
+"""Events and their deliveries in the database: publish, claim, finish, list, prune.
+
+Publishing stores the event and one `pending` delivery per subscriber in the caller's
+transaction: the event is durable when that commits. A per-source sequence number (under
+an advisory lock on PostgreSQL; SQLite serializes writers) gives each source's emit order.
+
+Claiming (docs/architecture.md, "Events"): one claimer at a time takes, for each
+(subscriber, source) pair that is ready, the unbroken run of that pair's oldest unfinished
+deliveries that are due, locked `FOR UPDATE SKIP LOCKED` on PostgreSQL. A pair with a
+delivery running under a live lease, or whose oldest delivery waits for a retry, is left
+alone: that is what keeps each subscriber's deliveries in emit order per source. A
+`running` delivery whose lease expired (its node died) is claimable again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from modhub.db import Database
+from modhub.db.models import Event, EventDelivery
+from modhub.errors import InvalidInput, NotFound
+from modhub.jobs.claim import module_key
+
+PENDING, RUNNING, DELIVERED, DEAD = "pending", "running", "delivered", "dead"
+STATUSES = (PENDING, RUNNING, DELIVERED, DEAD)
+SEQ_LOCK = 0x65767371  # first key of the per-source advisory lock ("evsq")
+CLAIM_LOCK = 0x6576636C  # the claimers' advisory lock ("evcl")
+CHANNEL = "modhub_events"  # NOTIFY channel: an event was emitted (a hint to claim now)
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this claimer now runs (its row is `running`, `attempt` counts this one)."""
+
+    id: int
+    event_id: int
+    subscriber: str
+    source: str
+    name: str
+    seq: int
+    attempt: int
+    payload: Any
+    emitted_at: datetime
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        and_(EventDelivery.status == PENDING, EventDelivery.next_attempt_at <= now),
+        and_(EventDelivery.status == RUNNING, EventDelivery.lease_until < now),
+    )
+
+
+class EventStore:
+    """The events' tables."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        session: Session,
+        source: str,
+        name: str,
+        payload: Any,
+        subscribers: Iterable[str],
+        now: datetime,
+    ) -> tuple[int, int]:
+        """Store an event and a pending delivery per subscriber in `session`; return the
+        event's id and its sequence number among `source`'s events."""
+        if self.db.dialect == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(SEQ_LOCK, module_key(source))))
+        last = session.scalar(select(func.max(Event.seq)).where(Event.source == source))
+        seq = (last or 0) + 1
+        event_id = session.scalar(
+            insert(Event)
+            .values(source=source, name=name, seq=seq, payload=payload, emitted_at=now)
+            .returning(Event.id)
+        )
+        assert event_id is not None
+        rows = [
+            {
+                "event_id": event_id,
+                "subscriber": subscriber,
+                "source": source,
+                "seq": seq,
+                "status": PENDING,
+                "attempt": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for subscriber in sorted(set(subscribers))
+        ]
+        if rows:
+            session.execute(insert(EventDelivery), rows)
+            if self.db.dialect == "postgresql":
+                session.execute(_NOTIFY)  # other nodes claim when this commits
+        return event_id, seq
+
+    # -- claiming and finishing ------------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        now: datetime,
+        room: int,
+        runnable: Collection[str],
+        lease: timedelta,
+        batch: int = 32,
+    ) -> list[list[Claimed]]:
+        """Claim, for up to `room` ready (subscriber, source) pairs of `runnable` subscribers,
+        each pair's next deliveries in order (at most `batch` each)."""
+        if room <= 0 or not runnable:
+            return []
+        mine = EventDelivery.subscriber.in_(sorted(runnable))
+        with self.db.read() as session:  # most rounds find nothing: no write transaction
+            if (
+                session.scalar(select(EventDelivery.id).where(mine, _claimable(now)).limit(1))
+                is None
+            ):
+                return []
+        postgres = self.db.dialect == "postgresql"
+        claimed: list[list[Claimed]] = []
+        with self.db.write() as session:
+            if postgres:  # claimers take turns; each claim is a few short statements
+                session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+            pairs = session.execute(
+                select(EventDelivery.subscriber, EventDelivery.source)
+                .where(mine, _claimable(now))
+                .group_by(EventDelivery.subscriber, EventDelivery.source)
+                .order_by(func.min(EventDelivery.id))
+                .limit(room)
+            ).all()
+            for subscriber, source in pairs:
+                unfinished = (
+                    EventDelivery.subscriber == subscriber,
+                    EventDelivery.source == source,
+                    EventDelivery.status.in_((PENDING, RUNNING)),
+                )
+                query = select(EventDelivery).where(*unfinished).order_by(EventDelivery.seq)
+                query = query.limit(batch)
+                expected: list[int] | None = None
+                if postgres:
+                    # A row another transaction holds (a finish in flight) is skipped; the
+                    # run must still start at the pair's oldest unfinished delivery and
+                    # miss none, as the committed rows say, or it would overtake one.
+                    query = query.with_for_update(skip_locked=True)
+                    expected = list(
+                        session.scalars(
+                            select(EventDelivery.seq)
+                            .where(*unfinished)
+                            .order_by(EventDelivery.seq)
+                            .limit(batch)
+                        )
+                    )
+                run: list[EventDelivery] = []
+                for k, row in enumerate(session.scalars(query)):
+                    if expected is not None and (k >= len(expected) or expected[k] != row.seq):
+                        break
+                    due = row.status == PENDING and row.next_attempt_at <= now
+                    expired = (
+                        row.status == RUNNING
+                        and row.lease_until is not None
+                        and (row.lease_until < now)
+                    )
+                    if not (due or expired):
+                        break  # running, or waiting for a retry: the rest waits behind it
+                    run.append(row)
+                if not run:
+                    continue
+                events = {
+                    e.id: e
+                    for e in session.scalars(
+                        select(Event).where(Event.id.in_([r.event_id for r in run]))
+                    )
+                }
+                session.execute(
+                    update(EventDelivery)
+                    .where(EventDelivery.id.in_([r.id for r in run]))
+                    .values(
+                        status=RUNNING,
+                        claimed_by=owner,
+                        lease_until=now + lease,
+                        started_at=now,
+                        attempt=EventDelivery.attempt + 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                claimed.append(
+                    [
+                        Claimed(
+                            r.id,
+                            r.event_id,
+                            subscriber,
+                            source,
+                            events[r.event_id].name,
+                            r.seq,
+                            r.attempt + 1,
+                            events[r.event_id].payload,
+                            events[r.event_id].emitted_at,
+                        )
+                        for r in run
+                    ]
+                )
+        return claimed
+
+    def delivered(self, ids: Collection[int], owner: str, now: datetime) -> int:
+        """Mark deliveries this claimer ran as delivered; return how many were still its."""
+        if not ids:
+            return 0
+        with self.db.write() as session:
+            result = session.execute(
+                update(EventDelivery)
+                .where(
+                    EventDelivery.id.in_(list(ids)),
+                    EventDelivery.claimed_by == owner,
+                    EventDelivery.status == RUNNING,
+                )
+                .values(status=DELIVERED, finished_at=now, lease_until=None, last_error=None)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def failed(
+        self, delivery: int, owner: str, error: str, now: datetime, retry_at: datetime | None
+    ) -> bool:
+        """Record a failed attempt: pending again at `retry_at`, or dead when None."""
+        values: dict[str, Any] = {"last_error": error[:4000], "lease_until": None}
+        if retry_at is None:
+            values.update(status=DEAD, finished_at=now)
+        else:
+            values.update(status=PENDING, next_attempt_at=retry_at, claimed_by=None)
+        with self.db.write() as session:
+            result = session.execute(
+                update(EventDelivery)
+                .where(
+                    EventDelivery.id == delivery,
+                    EventDelivery.claimed_by == owner,
+                    EventDelivery.status == RUNNING,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, ids: Collection[int], owner: str) -> None:
+        """Give back claimed deliveries that were not attempted (pending, attempt undone)."""
+        if not ids:
+            return
+        with self.db.write() as session:
+            session.execute(
+                update(EventDelivery)
+                .where(
+                    EventDelivery.id.in_(list(ids)),
+                    EventDelivery.claimed_by == owner,
+                    EventDelivery.status == RUNNING,
+                )
+                .values(
+                    status=PENDING,
+                    claimed_by=None,
+                    lease_until=None,
+                    attempt=EventDelivery.attempt - 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    def renew(self, owner: str, now: datetime, lease: timedelta) -> int:
+        """Extend the lease of every delivery this claimer is running."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(EventDelivery)
+                .where(EventDelivery.claimed_by == owner, EventDelivery.status == RUNNING)
+                .values(lease_until=now + lease)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> int:
+        """Delete events emitted before `before` with all their deliveries."""
+        with self.db.write() as session:
+            old = select(Event.id).where(Event.emitted_at < before)
+            session.execute(
+                delete(EventDelivery)
+                .where(EventDelivery.event_id.in_(old))
+                .execution_options(synchronize_session=False)
+            )
+            result = session.execute(
+                delete(Event)
+                .where(Event.emitted_at < before)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def drop_pending(self, registered: Collection[str]) -> int:
+        """Delete the pending deliveries of subscribers that are no longer registered."""
+        with self.db.write() as session:
+            result = session.execute(
+                delete(EventDelivery)
+                .where(
+                    EventDelivery.status == PENDING,
+                    EventDelivery.subscriber.not_in(sorted(registered)),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def redeliver(self, event_id: int, subscriber: str, now: datetime) -> None:
+        """Deliver an event to a subscriber again (a dead or delivered one: pending, attempt
+        0); a delivery pending or running already is left as it is."""
+        with self.db.write() as session:
+            row = session.scalar(
+                select(EventDelivery).where(
+                    EventDelivery.event_id == event_id, EventDelivery.subscriber == subscriber
+                )
+            )
+            if row is None:
+                raise NotFound(
+                    f"event {event_id} has no delivery to '{subscriber}'",
+                    event=event_id,
+                    subscriber=subscriber,
+                )
+            if row.status in (PENDING, RUNNING):
+                return
+            row.status, row.attempt, row.next_attempt_at = PENDING, 0, now
+            row.claimed_by = row.lease_until = row.finished_at = None
+            if self.db.dialect == "postgresql":
+                session.execute(_NOTIFY)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        *,
+        source: str | None = None,
+        name: str | None = None,
+        status: str | None = None,
+        subscriber: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Return a page of events, newest first, each with its deliveries."""
+        if status is not None and status not in STATUSES:
+            raise InvalidInput(
+                f"status must be one of {', '.join(STATUSES)}, not {status!r}",
+                errors=[{"path": "/status", "code": "not_allowed", "message": "unknown status"}],
+            )
+        limit = max(1, min(limit, MAX_PAGE))
+        offset = max(0, offset)
+        where: list[Any] = []
+        if source:
+            where.append(Event.source == source)
+        if name:
+            where.append(Event.name == name)
+        if status or subscriber:
+            match = select(EventDelivery.event_id)
+            if status:
+                match = match.where(EventDelivery.status == status)
+            if subscriber:
+                match = match.where(EventDelivery.subscriber == subscriber)
+            where.append(Event.id.in_(match))
+        with self.db.read() as session:
+            total = session.scalar(select(func.count(Event.id)).where(*where)) or 0
+            events = list(
+                session.scalars(
+                    select(Event)
+                    .where(*where)
+                    .order_by(Event.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            )
+            deliveries = _deliveries(session, [e.id for e in events])
+        return {
+            "items": [public(e, deliveries.get(e.id, [])) for e in events],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    def get(self, event_id: int) -> dict[str, Any]:
+        """Return one event with its deliveries."""
+        with self.db.read() as session:
+            event = session.get(Event, event_id)
+            if event is None:
+                raise NotFound(f"no event {event_id}", event=event_id)
+            return public(event, _deliveries(session, [event_id]).get(event_id, []))
+
+    def recent_deliveries(self, subscriber: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Return a subscriber's latest deliveries, newest first (the console's module page)."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(EventDelivery, Event.name)
+                .join(Event, Event.id == EventDelivery.event_id)
+                .where(EventDelivery.subscriber == subscriber)
+                .order_by(EventDelivery.id.desc())
+                .limit(max(1, min(limit, MAX_PAGE)))
+            ).all()
+        return [
+            {**delivery_public(d), "eventId": d.event_id, "event": f"{d.source}/{name}"}
+            for d, name in rows
+        ]
+
+
+def _deliveries(session: Session, ids: list[int]) -> dict[int, list[EventDelivery]]:
+    found: dict[int, list[EventDelivery]] = {}
+    if not ids:
+        return found
+    for row in session.scalars(
+        select(EventDelivery)
+        .where(EventDelivery.event_id.in_(ids))
+        .order_by(EventDelivery.subscriber)
+    ):
+        found.setdefault(row.event_id, []).append(row)
+    return found
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def delivery_public(row: EventDelivery) -> dict[str, Any]:
+    """Return a delivery as the API shows it."""
+    return {
+        "subscriber": row.subscriber,
+        "status": row.status,
+        "attempt": row.attempt,
+        "nextAttemptAt": _iso(row.next_attempt_at) if row.status == PENDING else None,
+        "claimedBy": row.claimed_by if row.status == RUNNING else None,
+        "lastError": row.last_error,
+        "startedAt": _iso(row.started_at),
+        "finishedAt": _iso(row.finished_at),
+    }
+
+
+def public(event: Event, deliveries: list[EventDelivery]) -> dict[str, Any]:
+    """Return an event with its deliveries as the API shows it."""
+    return {
+        "id": event.id,
+        "source": event.source,
+        "name": event.name,
+        "seq": event.seq,
+        "payload": event.payload,
+        "emittedAt": event.emitted_at.isoformat(),
+        "deliveries": [delivery_public(d) for d in deliveries],
+    }
