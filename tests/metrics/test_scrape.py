@@ -4,6 +4,7 @@ metric counts after the platform did the thing it measures. SQLite and PostgreSQ
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import timedelta
 
 import pytest
@@ -156,3 +157,36 @@ def test_queue_depth_and_nodes_are_read_from_the_database(platform: Platform) ->
     assert value(samples, "modhub_job_queue_depth", module=MODULE) == 3
     assert value(samples, "modhub_cluster_nodes", status="up") == 1
     assert value(samples, "modhub_database_up") == 1
+
+
+def test_job_runs_by_status_with_duration_and_firing_delay(platform: Platform) -> None:
+    before = platform.scrape()
+    ran = platform.client.post(
+        f"/api/v1/modules/{MODULE}/jobs/tick/run", headers=platform.headers["admin"]
+    )
+    assert ran.status_code in (200, 201, 202), ran.text
+    run_id = ran.json()["id"]
+    deadline = time.monotonic() + 60  # the runner's own loop runs it: wait for its row
+    while time.monotonic() < deadline:
+        run = platform.client.get(f"/api/v1/jobs/runs/{run_id}", headers=platform.headers["admin"])
+        if run.json()["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert run.json()["status"] == "succeeded", run.text
+    after = platform.scrape()
+    job = {"module": MODULE, "job": "tick"}
+    assert (
+        value(after, "modhub_job_runs_total", **job, status="succeeded")
+        - value(before, "modhub_job_runs_total", **job, status="succeeded")
+        == 1
+    )
+    assert (
+        value(after, "modhub_job_run_duration_seconds_count", **job)
+        - value(before, "modhub_job_run_duration_seconds_count", **job)
+        == 1
+    )
+    assert (
+        value(after, "modhub_job_firing_delay_seconds_count", module=MODULE)
+        - value(before, "modhub_job_firing_delay_seconds_count", module=MODULE)
+        == 1
+    )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from modhub import metrics
 from modhub.errors import Conflict, HandlerMissing, HandlerTimeout, ModhubError, NotFound
 from modhub.jobs.claim import Claim
 from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
@@ -319,6 +320,9 @@ class JobRunner:
         status = "cancelled"
         logs = self.pool.logs[spec.module]
         mark = logs[-1] if logs else None  # the module's last log line before this run
+        timer = metrics.job_started(
+            spec.module, spec.job.name, run.scheduled_at, self.clock(), run.attempt
+        )
         try:
             status, result, error = await self._call(run, spec, config)
             # The worker writes its log (stderr) before its answer (stdout), but the two
@@ -328,6 +332,7 @@ class JobRunner:
         except asyncio.CancelledError:
             status, result, error = "cancelled", None, "cancelled"
         now = self.clock()
+        timer.done(status)
         retry = None
         if status in ("failed", "timed_out") and run.attempt <= spec.job.retries:
             retry = {

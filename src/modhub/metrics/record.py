@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Container, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 from modhub.metrics import instruments as m
 
@@ -108,6 +108,9 @@ def job_started(
     """Note a job run starting at `now` (the runner's clock); return its timer. The firing
     delay is observed for first attempts (a retry waits for its backoff on purpose)."""
     if state.enabled and attempt == 1:
+        # SQLite gives back naive datetimes, in UTC.
+        scheduled = scheduled if scheduled.tzinfo else scheduled.replace(tzinfo=UTC)
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
         m.job_delay.labels(module).observe(max(0.0, (now - scheduled).total_seconds()))
     return JobTimer(module, job)
 
