@@ -1,0 +1,91 @@
+"""TypeScript modules end to end on a real `modhub serve` (SQLite; the store and calls have
+their own two-database tests): the vmware-vcenter-ts example installed from a bundle, its
+routes, sync job, store and call to core-auth answered by a Node worker under the real
+sandbox; and a module written by `modhub module new --lang typescript` answering at once."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modhub.cli import app
+from tests.conftest import start_server, stop_server
+from tests.e2e.test_module_services import EXAMPLES, M, install
+from tests.lifecycle.conftest import wait_for
+from tests.lifecycle.test_recovery import Node
+from tests.typescript.conftest import requires_node
+
+pytestmark = requires_node
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    server = start_server(tmp_path_factory.mktemp("ts-serve") / "data")
+    try:
+        yield Node(server)
+    finally:
+        stop_server(server)
+
+
+def test_the_typescript_vmware_example_works_like_the_python_one(
+    node: Node, tmp_path: Path
+) -> None:
+    for name in ("core-auth", "vmware-vcenter-ts"):  # copied: an upload packs beside the folder
+        shutil.copytree(EXAMPLES / name, tmp_path / name)
+    install(node, tmp_path / "core-auth")
+    node.upload(tmp_path / "vmware-vcenter-ts")
+    config = {"vcenterHost": "vc.example", "vcenterUsername": "ops", "vcenterPassword": "pw"}
+    assert node.http.put("/modules/vmware-vcenter-ts/config", json={"config": config}).is_success
+    response = node.http.put("/modules/vmware-vcenter-ts/status", json={"status": "ENABLED"})
+    if response.status_code == 202:
+        node.finish(response)
+    assert node.module("vmware-vcenter-ts")["status"] == "ENABLED"
+
+    before = node.http.get(f"{M}/vmware-vcenter-ts/vms")
+    assert before.status_code == 200, before.text
+    assert before.json()["items"] == []
+    assert before.json()["host"] == "vc.example"
+    assert "sync-inventory" in before.json()["hint"]
+
+    run = node.http.post("/modules/vmware-vcenter-ts/jobs/sync-inventory/run").json()
+    wait_for(
+        lambda: node.http.get(f"/jobs/runs/{run['id']}").json()["status"] == "succeeded",
+        what="the sync",
+    )
+    assert node.http.get(f"/jobs/runs/{run['id']}").json()["result"] == {"vms": 3, "poweredOn": 2}
+    synced = node.http.get(f"{M}/vmware-vcenter-ts/vms").json()
+    assert [vm["name"] for vm in synced["items"]] == ["web-01", "web-02", "db-01"]
+    assert "hint" not in synced
+    on = node.http.get(f"{M}/vmware-vcenter-ts/vms", params={"powerState": "poweredOn"}).json()
+    assert on["total"] == 2
+
+    created = node.http.post(f"{M}/vmware-vcenter-ts/vms", json={"name": "app-01", "cpus": 4})
+    assert created.status_code == 201, created.text
+    assert created.json()["createdBy"] == "admin"  # asked of core-auth, as the caller
+    assert created.json()["cpus"] == 4
+    refused = node.http.post(f"{M}/vmware-vcenter-ts/vms", json={})
+    assert (refused.status_code, refused.json()) == (422, {"error": "name is required"})
+    names = [vm["name"] for vm in node.http.get(f"{M}/vmware-vcenter-ts/vms").json()["items"]]
+    assert sorted(names) == ["app-01", "db-01", "web-01", "web-02"]
+
+
+@pytest.mark.parametrize("lang", ["typescript", "python"])
+def test_a_new_module_answers_its_route_at_once(node: Node, tmp_path: Path, lang: str) -> None:
+    name = f"greeter-{lang[:2]}"
+    folder = tmp_path / name
+    outcome = CliRunner().invoke(app, ["module", "new", name, "--lang", lang, "--dir", str(folder)])
+    assert outcome.exit_code == 0, outcome.output
+    assert CliRunner().invoke(app, ["validate", str(folder)]).exit_code == 0
+    install(node, folder)
+    first = node.http.get(f"{M}/{name}/hello")
+    assert first.status_code == 200, first.text
+    assert first.json() == {"message": "Hello, admin!", "count": 1}
+    assert node.http.get(f"{M}/{name}/hello").json()["count"] == 2
+    page = node.http.get("/ui/navigation").json()
+    assert [entry["componentUrl"] for entry in page if entry["module"] == name] == [
+        f"/ui/modules/{name}/ui/pages/Main.js"
+    ]
