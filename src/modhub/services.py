@@ -10,6 +10,7 @@ from pathlib import Path
 
 from modhub.auth import AuthService
 from modhub.auth.roles import seed_roles
+from modhub.cluster.clock import FileClock
 from modhub.cluster.keycheck import verify_secret_key
 from modhub.cluster.logs import LogShipper
 from modhub.cluster.materialize import Materializer
@@ -21,6 +22,7 @@ from modhub.errors import ConfigurationError
 from modhub.events import Dispatcher, DispatchLimits, EventService, EventStore
 from modhub.events.store import CHANNEL as EVENTS_CHANNEL
 from modhub.jobs import JobLimits, JobRunner
+from modhub.jobs.runner import utc_now
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
 from modhub.lifecycle.operations import OWNER
@@ -188,6 +190,8 @@ class Services:
                     per_module=settings.job_concurrency_per_module,
                     retention=timedelta(days=settings.job_retention_days),
                 ),
+                # TEST ONLY: a clock the tests move (refused by Settings without testing).
+                clock=FileClock(settings.test_clock) if settings.test_clock else utc_now,
             ),
             store=store,
             materializer=materializer,

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -102,10 +102,28 @@ class Settings(BaseSettings):
         description="Bytes of each module's log kept in the database, from every node",
     )
 
+    testing: bool = Field(
+        default=False, description="TEST ONLY: allow the test-only settings (never in production)"
+    )
+    test_clock: Path | None = Field(
+        default=None,
+        description="TEST ONLY (with MODHUB_TESTING): a file whose time the job scheduler "
+        "uses instead of the real one (cluster/clock.py)",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _test_only(self) -> Settings:
+        if self.test_clock is not None and not self.testing:
+            raise ValueError(
+                "test_clock: MODHUB_TEST_CLOCK is a test-only setting, honoured only with "
+                "MODHUB_TESTING=true"
+            )
+        return self
 
     @property
     def db_url(self) -> str:

@@ -4,7 +4,9 @@
 installing offline from the session's test wheels) and HAProxy in front of them: round
 robin, no sticky sessions, a health check on /healthz, `retries 0` and no `redispatch`, so
 the balancer never hides a node's error behind a retry on another. Each answer through the
-balancer names the node that gave it in `X-Served-By`. Tests may start more nodes (asked
+balancer names the node that gave it in `X-Served-By`. The nodes' job schedulers share a
+test clock (`MODHUB_TESTING`, `MODHUB_TEST_CLOCK`: `modhub/cluster/clock.py`): the real
+time until a test sets one with `Cluster.set_clock`. Tests may start more nodes (asked
 directly: the balancer knows the first three), kill one with SIGKILL and restart one on its
 data dir and port (the balancer sends to it again once its health check passes).
 
@@ -22,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,14 @@ class Cluster:
         self.nodes[self.nodes.index(node)] = again
         return again
 
+    def set_clock(self, moment: datetime) -> None:
+        """Set the time every node's job scheduler reads (written whole, then renamed)."""
+        path = Path(self.env["MODHUB_TEST_CLOCK"])
+        part = path.with_suffix(".part")
+        part.write_text(moment.isoformat())
+        part.chmod(0o600)
+        part.replace(path)
+
     def login(self) -> dict[str, str]:
         """Return the admin's bearer header, from a login through the balancer."""
         answer = httpx.post(
@@ -188,7 +199,13 @@ def cluster(postgres_url: str, tmp_path: Path, wheels: Path) -> Iterator[Cluster
     db = Database(postgres_url)
     upgrade(db.engine)
     db.dispose()
-    env = node_env(postgres_url, wheels)
+    clock = tmp_path / "clock"
+    clock.mkdir(mode=0o700)
+    env = {
+        **node_env(postgres_url, wheels),
+        "MODHUB_TESTING": "true",
+        "MODHUB_TEST_CLOCK": str(clock / "now"),
+    }
     started: list[LiveServer] = []
     balancer: subprocess.Popen[bytes] | None = None
     made: Cluster | None = None
