@@ -1,4 +1,5 @@
-"""POST /vms: keep a new VM in the store, stamped with who created it (asked of core-auth)."""
+"""POST /vms: keep a new VM in the store, stamped with who created it (asked of core-auth),
+and tell the modules that subscribe to `vmware-vcenter/vm.created`."""
 
 import uuid
 
@@ -23,4 +24,8 @@ def handler(request):
         "createdBy": whoami.json["username"],
     }
     request.store.set(VM_PREFIX + vm["id"], vm, if_version=0)
+    request.events.emit(
+        "vm.created",
+        {k: vm[k] for k in ("id", "name", "cpus", "memoryMb", "createdBy")},
+    )
     return Response(status=201, json=vm)
