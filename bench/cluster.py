@@ -1,6 +1,12 @@
 """Measure a cluster of modhub nodes on one PostgreSQL database (issue 13).
 
-Run with `.venv/bin/python bench/cluster.py [--changes N] [--poll-changes N]`.
+Run with `.venv/bin/python bench/cluster.py [--changes N] [--poll-changes N]
+[--route-seconds S] [--modules N] [--seconds S] [--only propagation|route|registry]`.
+
+1. Change propagation (below). 2. Module route throughput through HAProxy (Debian's
+package; skipped with the reason without it): two nodes behind it against one, as a
+ratio. 3. Registry list and detail p99 on PostgreSQL at 12 clients: `modhub serve
+--workers 2` against one process. Every part runs on a PostgreSQL database of its own.
 
 Change propagation: two real `modhub serve` nodes, A and B, each with its own data dir,
 on one PostgreSQL database made for the run (on the server of MODHUB_TEST_PG, default
@@ -18,38 +24,60 @@ alone, `--poll-changes` times).
 
 Target (issue 13): p99 under 200 ms from the commit on one node to the change being
 served on every other node.
+
+Route throughput: nodes A and B (own data dirs, one database, scheduler off), a module
+`bench-echo` with one Python route (GET /ping answering a small JSON) installed through A
+and called once on each node directly (B materializes it then). HAProxy (round robin, no
+retries, `maxconn` per server high enough not to queue) is started in front of A alone,
+then of A and B, and `--route-clients` keep-alive connections call the route back to back
+through it for `--route-seconds` after a one-second warm-up (the load generator of
+bench/api.py). Printed: requests/s, p50/p99, and the ratio of the two-node rate to the
+one-node rate. On a 2-core machine each node and its module worker share the same two
+cores with HAProxy and the load generator, so the ratio says how much of a second node a
+machine this size can use, not how a cluster of machines scales.
+
+Registry read path: `--modules` modules (10,000: the manifests of bench/api.py, each
+with dependencies and a config with a secret) are written to the database, then `modhub
+serve` (one process) and `modhub serve --workers 2` are measured in turn on it: 12
+concurrent clients (`--clients`) for `--seconds` each on `GET /api/v1/modules?limit=50`
+(a random page) and `GET /api/v1/modules/{name}` (random names), as bench/api.py does.
+Target (issue 13): p99 under 40 ms for both with `--workers 2`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from api import Endpoint, Result, module_name, run_load, seed
 from common import (
+    free_port,
+    install,
     library_versions,
     load_average,
     login,
     machine_summary,
     percentile,
+    postgres_database,
     start_server,
     stop_server,
     utc_now,
     verdict,
 )
-from modhub.db import Database, upgrade
 
-PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TARGET_P99 = 0.200  # seconds
+REGISTRY_TARGET_MS = 40.0
 API = "/api/v1"
 BARE = {
     "name": "bench-bare",
@@ -61,31 +89,6 @@ BARE = {
     "capabilities": {"api": {"routes": [{"method": "GET", "path": "/ping", "handler": "h.py"}]}},
 }
 SERVED = {"ENABLED": 501, "DISABLED": 404}
-
-
-@contextmanager
-def postgres_database() -> Iterator[str | None]:
-    """Yield the URL of a fresh, migrated PostgreSQL database (None: none answers)."""
-    import psycopg
-
-    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
-    name = f"modhub_bench_cluster_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        print(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
-        yield None
-        return
-    url = f"{admin}/{name}"
-    db = Database(url)
-    upgrade(db.engine)
-    db.dispose()
-    try:
-        yield url
-    finally:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def client(url: str) -> httpx.Client:
@@ -152,31 +155,229 @@ def measure(
     return ok
 
 
+# -- module route throughput through HAProxy -------------------------------------------------
+
+HAPROXY = """\
+global
+    maxconn 1024
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 0
+
+frontend modhub
+    bind 127.0.0.1:{port}
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+{servers}
+"""
+ROUTE = "/api/v1/m/bench-echo/ping"
+ECHO_HANDLER = "def handler(request):\n    return {'pong': True}\n"
+
+
+def haproxy_binary() -> str | None:
+    """Return Debian's haproxy, or None when it is not installed."""
+    return shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
+
+
+def write_echo(folder: Path) -> Path:
+    """Write the module `bench-echo` (GET /ping, a small JSON) into `folder`."""
+    root = folder / "bench-echo"
+    (root / "handlers").mkdir(parents=True)
+    (root / "handlers" / "ping.py").write_text(ECHO_HANDLER)
+    manifest = {
+        "name": "bench-echo",
+        "version": "1.0.0",
+        "displayName": "Bench echo",
+        "capabilities": {
+            "api": {"routes": [{"method": "GET", "path": "/ping", "handler": "handlers/ping.py"}]}
+        },
+    }
+    (root / "module.json").write_text(json.dumps(manifest))
+    return root
+
+
+def through_haproxy(
+    binary: str, folder: Path, nodes: list[str], token: str, clients: int, seconds: float
+) -> Result:
+    """Start HAProxy in front of `nodes`, load the route through it, stop it."""
+    port = free_port()
+    servers = "\n".join(
+        f"    server n{i} {url.removeprefix('http://')} maxconn 256" for i, url in enumerate(nodes)
+    )
+    config = folder / f"haproxy-{len(nodes)}.cfg"
+    config.write_text(HAPROXY.format(port=port, servers=servers))
+    log = (folder / f"haproxy-{len(nodes)}.log").open("wb")
+    balancer = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"HAProxy did not answer: {config}")
+            time.sleep(0.1)
+        route = Endpoint("GET /api/v1/m/bench-echo/ping", lambda _r: ("GET", ROUTE, None))
+        return asyncio.run(run_load(url, token, route, clients, seconds, 1.0, balancer.pid))
+    finally:
+        balancer.terminate()
+        balancer.wait(10)
+        log.close()
+
+
+def route_throughput(url: str, folder: Path, clients: int, seconds: float) -> bool | None:
+    """Measure the module route through HAProxy with one node, then two; print the ratio."""
+    binary = haproxy_binary()
+    if binary is None:
+        print("  skipped: HAProxy is not installed (the Debian package haproxy)")
+        return None
+    base = {"MODHUB_DATABASE_URL": url, "MODHUB_SCHEDULER": "false"}
+    for node in ("a", "b"):
+        (folder / node).mkdir(parents=True)
+    node_a, url_a = start_server(folder / "a" / "data", base)
+    try:
+        node_b, url_b = start_server(folder / "b" / "data", base)
+        try:
+            token = login(url_a)
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=url_a, headers=headers, timeout=300) as a:
+                install(a, write_echo(folder / "src"), folder)
+            for node in (url_a, url_b):  # B materializes the module on its first call
+                answer = httpx.get(node + ROUTE, headers=headers, timeout=300)
+                if answer.status_code != 200:
+                    raise SystemExit(f"{node}{ROUTE}: {answer.status_code} {answer.text}")
+            one = through_haproxy(binary, folder, [url_a], token, clients, seconds)
+            two = through_haproxy(binary, folder, [url_a, url_b], token, clients, seconds)
+        finally:
+            stop_server(node_b)
+    finally:
+        stop_server(node_a)
+    for label, r in (("one node ", one), ("two nodes", two)):
+        print(
+            f"  {label}: {r.rps:.0f} req/s, p50 {r.percentile(50):.1f} ms, "
+            f"p99 {r.percentile(99):.1f} ms, {r.errors} errors of {r.requests}"
+        )
+    ratio = two.rps / one.rps
+    print(f"  two nodes / one node: {ratio:.2f}x the requests per second")
+    return one.errors + two.errors == 0
+
+
+# -- registry list and detail on PostgreSQL -----------------------------------------------------
+
+
+def registry_reads(
+    url: str, folder: Path, modules: int, clients: int, seconds: float
+) -> list[tuple[str, bool]]:
+    """Measure list and detail p99 with one process, then `--workers 2`; return verdicts."""
+    started = time.perf_counter()
+    seeding = seed(folder / "seed", modules, 0, url)
+    print(f"  registry: {seeding.modules} modules written in {time.perf_counter() - started:.0f} s")
+    pages = max(1, modules // 50)
+    measured = [
+        Endpoint(
+            "GET /api/v1/modules?limit=50",
+            lambda rng: (
+                "GET",
+                f"/api/v1/modules?limit=50&offset={50 * rng.randrange(pages)}",
+                None,
+            ),
+        ),
+        Endpoint(
+            "GET /api/v1/modules/{name}",
+            lambda rng: ("GET", f"/api/v1/modules/{module_name(rng.randint(1, modules))}", None),
+        ),
+    ]
+    env = {"MODHUB_DATABASE_URL": url, "MODHUB_SCHEDULER": "false"}
+    verdicts: list[tuple[str, bool]] = []
+    for label, args in (("one process  ", ()), ("--workers 2  ", ("--workers", "2"))):
+        data = folder / label.strip().replace(" ", "-") / "data"
+        data.parent.mkdir(parents=True)
+        process, server = start_server(data, env, args, wait=600)
+        try:
+            token = login(server)
+            for endpoint in measured:
+                result = asyncio.run(
+                    run_load(server, token, endpoint, clients, seconds, 1.0, process.pid)
+                )
+                p99 = result.percentile(99)
+                ok = p99 < REGISTRY_TARGET_MS and not result.errors
+                print(
+                    f"  {label} {endpoint.label}: {result.rps:.0f} req/s, "
+                    f"p50 {result.percentile(50):.1f} ms, p99 {p99:.1f} ms, "
+                    f"{result.errors} errors; p99 < {REGISTRY_TARGET_MS:.0f} ms: {verdict(ok)}"
+                )
+                if args:
+                    verdicts.append((f"registry {endpoint.label} p99, --workers 2", ok))
+        finally:
+            stop_server(process)
+    return verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=200, help="changes with the listener")
     parser.add_argument("--poll-changes", type=int, default=40, help="changes, poll only")
+    parser.add_argument("--route-clients", type=int, default=16)
+    parser.add_argument("--route-seconds", type=float, default=8.0)
+    parser.add_argument("--modules", type=int, default=10_000, help="registry size")
+    parser.add_argument("--clients", type=int, default=12, help="registry read clients")
+    parser.add_argument("--seconds", type=float, default=8.0, help="registry read seconds")
+    parser.add_argument("--only", choices=("propagation", "route", "registry"))
     args = parser.parse_args()
     print(f"date: {utc_now()}")
     print(f"machine: {machine_summary()}")
     print(f"software: {library_versions('sqlalchemy', 'psycopg', 'uvicorn')}")
     print(f"load average before: {load_average()}")
     verdicts: list[tuple[str, bool]] = []
-    with postgres_database() as url:
-        if url is None:
-            print("change propagation: skipped")
-            return
-        print(
-            "\nCHANGE PROPAGATION: two `modhub serve` nodes on one PostgreSQL database; "
-            "a status change through A until B serves it"
-        )
-        with tempfile.TemporaryDirectory(prefix="modhub-bench-cluster-") as tmp:
-            folder = Path(tmp)
-            ok = measure(url, folder / "notify", "LISTEN/NOTIFY", {}, args.changes, 0.2)
-            verdicts.append(("change propagation p99 (LISTEN/NOTIFY)", ok))
-            off = {"MODHUB_LISTEN_CHANGES": "false"}
-            ok = measure(url, folder / "poll", "poll only (1 s)", off, args.poll_changes, 1.0)
-            verdicts.append(("change propagation p99 (poll only, for comparison)", ok))
+    with tempfile.TemporaryDirectory(prefix="modhub-bench-cluster-") as tmp:
+        folder = Path(tmp)
+        if args.only in (None, "propagation"):
+            with postgres_database("modhub_bench_cluster") as url:
+                if url is None:
+                    print("change propagation: skipped")
+                    return
+                print(
+                    "\nCHANGE PROPAGATION: two `modhub serve` nodes on one PostgreSQL database; "
+                    "a status change through A until B serves it"
+                )
+                ok = measure(url, folder / "notify", "LISTEN/NOTIFY", {}, args.changes, 0.2)
+                verdicts.append(("change propagation p99 (LISTEN/NOTIFY)", ok))
+                off = {"MODHUB_LISTEN_CHANGES": "false"}
+                ok = measure(url, folder / "poll", "poll only (1 s)", off, args.poll_changes, 1.0)
+                verdicts.append(("change propagation p99 (poll only, for comparison)", ok))
+        if args.only in (None, "route"):
+            with postgres_database("modhub_bench_cluster") as url:
+                print(
+                    f"\nMODULE ROUTE THROUGH HAPROXY: {args.route_clients} clients, "
+                    f"{args.route_seconds:.0f} s, one node then two"
+                )
+                if url is not None:
+                    fine = route_throughput(
+                        url, folder / "route", args.route_clients, args.route_seconds
+                    )
+                    if fine is not None:
+                        verdicts.append(("module route through HAProxy: no errors", fine))
+        if args.only in (None, "registry"):
+            with postgres_database("modhub_bench_cluster") as url:
+                print(
+                    f"\nREGISTRY READS ON POSTGRESQL: {args.modules} modules, {args.clients} "
+                    f"clients, {args.seconds:.0f} s per endpoint"
+                )
+                if url is not None:
+                    verdicts += registry_reads(
+                        url, folder / "registry", args.modules, args.clients, args.seconds
+                    )
     print(f"\nload average after: {load_average()}")
     print("summary:")
     for name, ok in verdicts:

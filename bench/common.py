@@ -3,8 +3,9 @@
 The scripts run as `.venv/bin/python bench/<name>.py`, which puts this folder first on
 `sys.path`, so they `import common`. Only what two or more scripts do the same way lives
 here: describing the machine and the software measured, the load average, PASS/MISS, a
-latency percentile, reading /proc, and a `modhub serve` on a free port. Nothing here
-times anything; each script still measures and prints its own figures.
+latency percentile, reading /proc, a `modhub serve` on a free port, and a fresh
+PostgreSQL database. Nothing here times anything; each script still measures and prints
+its own figures.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ VMWARE_FIXTURE = ROOT / "tests" / "manifest" / "fixtures" / "vmware-vcenter.json
 # The secret key and admin password of every data dir and server the scripts make.
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "bench password 123"
+PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 # -- describing the run ------------------------------------------------------------------------
@@ -159,10 +163,13 @@ def free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, extra_env: Mapping[str, str] | None = None
+    data_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    wait: float = 120,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m modhub serve` on `data_dir` and a free port; return the process and
-    its URL once `/healthz` answers.
+    """Start `python -m modhub serve [args]` on `data_dir` and a free port; return the
+    process and its URL once `/healthz` answers.
 
     The server gets `SECRET`, `PASSWORD` and `extra_env`, and none of this process's other
     MODHUB_ variables; it logs to `serve.log` beside `data_dir`.
@@ -179,13 +186,13 @@ def start_server(
     )
     log_path = data_dir.parent / "serve.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "modhub", "serve", "--port", str(port)],
+        [sys.executable, "-m", "modhub", "serve", "--port", str(port), *args],
         env=env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"modhub serve exited:\n{log_path.read_text()}")
@@ -195,7 +202,9 @@ def start_server(
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("modhub serve did not answer in 120 s")
+    raise SystemExit(
+        f"modhub serve did not answer in {wait:.0f} s:\n{log_path.read_text()[-3000:]}"
+    )
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:
@@ -239,3 +248,34 @@ def install(client: httpx.Client, folder: Path, tmp: Path) -> dict[str, Any]:
     if module["status"] != "ENABLED":
         raise SystemExit(f"{folder.name} is {module['status']}: {module}")
     return module
+
+
+# -- a PostgreSQL database ---------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str | None]:
+    """Yield the URL of a fresh, migrated PostgreSQL database named `prefix`_<random> on
+    the server of MODHUB_TEST_PG (None: none answers, said so); drop it after."""
+    import psycopg
+
+    from modhub.db import Database, upgrade
+
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        print(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+        yield None
+        return
+    url = f"{admin}/{name}"
+    db = Database(url)
+    upgrade(db.engine)
+    db.dispose()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
