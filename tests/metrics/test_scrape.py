@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from modhub.db.models import utcnow
+from modhub.db.models import Event, EventDelivery, utcnow
 from modhub.errors import Conflict
 from modhub.registry import Status
 from tests.metrics.conftest import ACTOR, MODULE, Platform, value, write_module
@@ -153,8 +153,27 @@ def test_queue_depth_and_nodes_are_read_from_the_database(platform: Platform) ->
     for minute in range(3):  # queued for tomorrow: they wait in the queue meanwhile
         scheduled = later + timedelta(minutes=minute)
         store.enqueue(MODULE, "tick", "1.0.0", scheduled, trigger="test", not_before=later)
+    now = utcnow()
+    with platform.services.db.write() as session:
+        for seq, status in enumerate(("pending", "pending", "dead", "delivered")):
+            event = Event(source="src", name="vm.created", seq=seq, payload={}, emitted_at=now)
+            session.add(event)
+            session.flush()  # one delivery an event and subscriber
+            session.add(
+                EventDelivery(
+                    event_id=event.id,
+                    subscriber=MODULE,
+                    source="src",
+                    seq=seq,
+                    status=status,
+                    next_attempt_at=now,
+                )
+            )
     samples = platform.scrape()
     assert value(samples, "modhub_job_queue_depth", module=MODULE) == 3
+    assert value(samples, "modhub_event_backlog", module=MODULE, status="pending") == 2
+    assert value(samples, "modhub_event_backlog", module=MODULE, status="dead") == 1
+    assert value(samples, "modhub_event_backlog", module=MODULE, status="delivered") == 0
     assert value(samples, "modhub_cluster_nodes", status="up") == 1
     assert value(samples, "modhub_database_up") == 1
 

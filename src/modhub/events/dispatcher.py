@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from modhub import metrics
 from modhub.errors import HandlerTimeout, ModhubError, NotFound
 from modhub.events.catalog import Catalog, Catalogs
 from modhub.events.store import Claimed, EventStore
@@ -222,6 +223,7 @@ class Dispatcher:
                 timeout_ms=timeout_ms,
                 context=context,
             )
+            metrics.event_delivered(delivery.subscriber, _event(delivery), "delivered")
             return True
         except HandlerTimeout:
             error = f"the handler took longer than {timeout_ms} ms"
@@ -242,6 +244,9 @@ class Dispatcher:
         return retry_at is None  # dead: the next ones go on; retried: they wait behind it
 
     async def _failed(self, delivery: Claimed, error: str, retry_at: datetime | None) -> None:
+        metrics.event_delivered(
+            delivery.subscriber, _event(delivery), "retried" if retry_at else "dead"
+        )
         if retry_at is None:
             log.warning(
                 "event %s to %s is dead after %d attempt(s): %s",
@@ -266,3 +271,7 @@ class Dispatcher:
         delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
         delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
         return timedelta(seconds=delay)
+
+
+def _event(delivery: Claimed) -> str:
+    return f"{delivery.source}/{delivery.name}"

@@ -17,14 +17,14 @@ from sqlalchemy import Connection, func, select
 
 from modhub.cluster.nodes import status_of
 from modhub.db import Database
-from modhub.db.models import ClusterNode, JobRun, Module, StoreUsage, utcnow
+from modhub.db.models import ClusterNode, EventDelivery, JobRun, Module, StoreUsage, utcnow
 
 log = logging.getLogger("modhub.metrics")
 MAX_ROWS = 10_000  # per query: a label value per row, so the series stay bounded too
 MAX_NODES = 1_000
 
 # More database-backed metrics: a function of a connection yielding metric families, for
-# components that land later (event deliveries, issue 14). Add with `add_source`.
+# components that land later. Add with `add_source`.
 Source = Callable[[Connection], Iterable[Metric]]
 SOURCES: list[Source] = []
 
@@ -60,6 +60,7 @@ class DatabaseCollector(Collector):
             yield _modules(connection)
             yield from _runs(connection)
             yield from _store(connection)
+            yield _events(connection)
             for source in list(SOURCES):
                 yield from source(connection)
         yield self._nodes()
@@ -123,3 +124,20 @@ def _store(connection: Connection) -> Iterator[Metric]:
         size.add_metric([module], used)
     yield keys
     yield size
+
+
+def _events(connection: Connection) -> Metric:
+    family = GaugeMetricFamily(
+        "modhub_event_backlog",
+        "Event deliveries not delivered, by subscriber and status (pending, running, dead)",
+        labels=["module", "status"],
+    )
+    rows = connection.execute(
+        select(EventDelivery.subscriber, EventDelivery.status, func.count())
+        .where(EventDelivery.status.in_(("pending", "running", "dead")))
+        .group_by(EventDelivery.subscriber, EventDelivery.status)
+        .limit(MAX_ROWS)
+    )
+    for module, status, count in rows:
+        family.add_metric([module, status], count)
+    return family
