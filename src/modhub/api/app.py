@@ -24,9 +24,12 @@ from modhub.api.routers import (
     system,
     tokens,
 )
+from modhub.api.shutdown import ShutdownWatch
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
+from modhub.telemetry import tracing
+from modhub.telemetry.middleware import RequestContext
 from modhub.web import console_router, ui_api_router
 
 API_PREFIX = "/api/v1"
@@ -45,12 +48,14 @@ async def _purge(svc: Services, interval: float = 60.0) -> None:
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Return the modhub ASGI app; its services start with it unless given."""
     settings = services.settings if services else (settings or Settings())
+    tracing.configure_from_env()  # OTEL_EXPORTER_OTLP_ENDPOINT: traces on, else nothing
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         svc: Services = services or Services.start(settings)
         app.state.services = svc
+        tracing.instrument_engine(svc.db.engine)
         await asyncio.to_thread(svc.nodes.register)  # in the node list from now on
         background = [
             asyncio.create_task(svc.sync.poll(svc.settings.sync_poll_seconds)),
@@ -72,9 +77,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 background.append(asyncio.create_task(heard.run()))
         if svc.settings.prefetch:
             background.append(asyncio.create_task(svc.materializer.prefetch()))
+        watch = ShutdownWatch(svc.settings.shutdown_grace_seconds)
+        watch.install()  # SIGTERM: job runs drain while uvicorn drains the requests
+        drain = asyncio.create_task(watch.drain(svc.jobs))
         try:
             yield
         finally:
+            await watch.finish(drain)
             for task in background:
                 task.cancel()
             await svc.pool.close()
@@ -118,4 +127,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(console_router)  # last: its catch-all serves the console
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RelativeRedirects)  # never a redirect to the Host header's name
+    # Outermost: every answer, a 413 of the body limit too, carries the request's id.
+    app.add_middleware(RequestContext, access_log=settings.log_format == "json")
+    tracing.instrument_app(app)
     return app

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from modhub import telemetry
 from modhub.auth import Principal
 from modhub.errors import Forbidden
 from modhub.services import Services
@@ -52,7 +53,9 @@ async def lookup(svc: Services, read: Callable[P, T], *args: P.args, **kwargs: P
 
 async def _caller(svc: Services, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     header = f"Bearer {credentials.credentials}" if credentials else None
-    return await lookup(svc, svc.auth.authenticate, header)
+    principal = await lookup(svc, svc.auth.authenticate, header)
+    telemetry.note(user=principal.username)  # in the request's log lines
+    return principal
 
 
 async def authenticated(

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
+from modhub import telemetry
 from modhub.errors import ModhubError, TooManyAttempts, Unauthorized
 
 log = logging.getLogger("modhub.api")
@@ -38,9 +39,12 @@ class Problem(BaseModel):
 
 
 def problem(status: int, title: str, detail: str, kind: str, **extra: Any) -> JSONResponse:
-    """Return a problem+json response."""
+    """Return a problem+json response; its `requestId` is the request's being served
+    unless given."""
     body = {"type": TYPE_PREFIX + kind, "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
+    if "requestId" not in body and (served := telemetry.request_id()) is not None:
+        body["requestId"] = served
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import logging
+import math
 import os
 import sys
 from datetime import datetime
@@ -22,6 +21,7 @@ from modhub.metrics import listener as metrics_listener
 from modhub.registry import Status
 from modhub.services import Services
 from modhub.settings import Settings
+from modhub.telemetry import logs
 
 DataDir = Annotated[
     Path | None,
@@ -84,6 +84,7 @@ def serve(
 ) -> None:
     """Serve the API (and, on first start, create the admin account)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from modhub.api.app import create_app
     from modhub.api.protocol import server_options
@@ -115,7 +116,7 @@ def serve(
         f"modhub serving on http://{settings.host}:{settings.port} "
         f"(data in {settings.data_dir}, database {services.db.dialect})"
     )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     if workers > 1:
         services.close()  # each worker process starts its own, as a node of the cluster
         serve_workers(settings, workers)
@@ -126,7 +127,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=logs.uvicorn_config(settings.log_format, LOGGING_CONFIG),
         access_log=False,
+        # SIGTERM: the listening socket closes at once; requests in flight get this long.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         # The C parser (a quarter of /healthz's cost less than h11), refusing request
         # heads over 64 KiB with 431.
         **server_options("httptools"),
@@ -149,15 +153,6 @@ def serve_workers(settings: Settings, workers: int) -> None:
         MODHUB_PORT=str(settings.port),
         MODHUB_PREFETCH="true" if settings.prefetch else "false",
     )
-    # uvicorn configures logging in each worker process: modhub's loggers too, at INFO.
-    logs = copy.deepcopy(LOGGING_CONFIG)
-    logs["formatters"]["modhub"] = {"format": "%(levelname)s %(name)s: %(message)s"}
-    logs["handlers"]["modhub"] = {
-        "formatter": "modhub",
-        "class": "logging.StreamHandler",
-        "stream": "ext://sys.stderr",
-    }
-    logs["loggers"]["modhub"] = {"handlers": ["modhub"], "level": "INFO", "propagate": False}
     uvicorn.run(
         "modhub.api.app:create_app",
         factory=True,
@@ -165,7 +160,9 @@ def serve_workers(settings: Settings, workers: int) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        log_config=logs,
+        # uvicorn configures logging in each worker process: modhub's loggers too, at INFO.
+        log_config=logs.uvicorn_config(settings.log_format, LOGGING_CONFIG),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         # A process starting on a busy machine (imports, migrations checked, recovery) may
         # take longer than uvicorn's 5 s to answer its supervisor: not a hang.
         timeout_worker_healthcheck=30,

@@ -85,11 +85,18 @@ class Lease:
         # take the lease back after `release` (it would hold the runner's runs for a ttl).
         self._lock = threading.Lock()
         self._released = False
+        self._claiming = True
 
     def resume(self) -> None:
         """Hold the lease again from the next heartbeat (the runner starts, or restarts)."""
         with self._lock:
             self._released = False
+            self._claiming = True
+
+    def stop_claiming(self) -> None:
+        """Claim no more runs (the server is stopping), while the heartbeat keeps the lease,
+        and with it the runs still going, this runner's."""
+        self._claiming = False
 
     @property
     def ttl(self) -> timedelta:
@@ -104,7 +111,7 @@ class Lease:
 
     def held(self, now: datetime) -> bool:
         """Return whether the lease is still this runner's: no run is claimed without it."""
-        if self.renewed_at is None:
+        if self.renewed_at is None or not self._claiming:
             return False
         return timedelta(0) <= now - self.renewed_at < self.ttl
 

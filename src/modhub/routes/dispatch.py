@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modhub import metrics
+from modhub import metrics, telemetry
 from modhub.api.problems import MEDIA_TYPE, problem
 from modhub.auth import Principal
 from modhub.db.models import Module
@@ -228,7 +228,8 @@ class ModuleDispatcher:
 
     async def dispatch(self, request: Request) -> Response:
         """Answer one request to a module route (the endpoint of the catch-all route)."""
-        request_id = str(uuid.uuid4())
+        # The id of the request being served (the API's middleware gives every request one).
+        request_id = telemetry.request_id() or str(uuid.uuid4())
         started = time.perf_counter()
         try:
             response = await self._answer(request, request_id)
@@ -291,6 +292,7 @@ def _admit(
     for permission in route.permissions:
         if not principal.can(permission):
             raise Forbidden(permission)
+    telemetry.note(user=principal.username, module=module, route=route.path)
     runtime = runnable(table[module], route)
     config = svc.module_configs.config_for_code(module)
     return _Admitted(route, params, principal, runtime, config)

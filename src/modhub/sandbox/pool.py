@@ -12,6 +12,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -42,8 +43,11 @@ from modhub.sandbox.launch import (
 )
 from modhub.sandbox.output import Logs, ModuleOutput
 from modhub.sandbox.worker import HEADER
+from modhub.telemetry import bind, tracing
 
 log = logging.getLogger("modhub.sandbox")
+# The span of a call into a worker, by kind: a job's run is the root of its own trace.
+_SPANS = {"job": "modhub.job.run", "event": "modhub.event.delivery", "route": "modhub.module.call"}
 MAX_SERVICE_CALLS = 8  # module-service calls in flight per worker; past them its channel waits
 
 
@@ -114,6 +118,7 @@ class WorkerPool:
         self.health: dict[str, Health] = collections.defaultdict(Health)
         self.output = ModuleOutput()
         self.services: dict[str, ServiceHandler] = {}  # "store", "modules": set by Services
+        self._handler_spans: dict[int, Any] = {}  # by request id, while tracing is on
         # Awaited before a worker starts: brings the version's code and environment to this
         # node when they are missing (set by Services: the cluster's materializer).
         self.prepare: Callable[[ModuleRuntime], Awaitable[None]] | None = None
@@ -130,6 +135,32 @@ class WorkerPool:
     # -- calling ---------------------------------------------------------------------------
 
     async def call(
+        self,
+        runtime: ModuleRuntime,
+        kind: str,
+        handler: str,
+        payload: dict[str, Any],
+        config: dict[str, Any],
+        timeout_ms: int | None = None,
+        context: CallerContext | None = None,
+    ) -> dict[str, Any]:
+        """Run a handler in the module's worker and return its answer (see `_call`), in a
+        span when tracing is on: a job run's, an event delivery's, or a module call's."""
+        args = (runtime, kind, handler, payload, config, timeout_ms, context)
+        if tracing.tracer() is None:
+            return await self._call(*args)
+        with tracing.span(
+            _SPANS.get(kind, "modhub.module.call"),
+            module=runtime.name,
+            version=runtime.version,
+            handler=handler,
+            job=payload.get("job") if kind == "job" else None,
+            run=payload.get("runId") if kind == "job" else None,
+            attempt=payload.get("attempt") if kind == "job" else None,
+        ):
+            return await self._call(*args)
+
+    async def _call(
         self,
         runtime: ModuleRuntime,
         kind: str,
@@ -175,6 +206,7 @@ class WorkerPool:
                         "handler": handler,
                         "payload": payload,
                         "config": config,
+                        **self._trace(future, request_id, context, runtime.name, kind, handler),
                     },
                 )
                 answer = await asyncio.wait_for(future, limit / 1000)
@@ -197,6 +229,36 @@ class WorkerPool:
         finally:
             worker.slots.release()
         return _decode(runtime, handler, answer)
+
+    def _trace(
+        self,
+        answered: asyncio.Future[dict[str, Any]],
+        request_id: int,
+        context: CallerContext,
+        module: str,
+        kind: str,
+        handler: str,
+    ) -> dict[str, Any]:
+        """Return the frame's request id and, when tracing, the traceparent of the handler's
+        span: started now, ended when `answered` is (by the answer, a failure or a timeout)."""
+        fields: dict[str, Any] = {"requestId": context.request_id}
+        started, traceparent = tracing.start_handler(module, kind, handler)
+        if started is None:
+            return fields
+        self._handler_spans[request_id] = started
+
+        def end(future: asyncio.Future[dict[str, Any]]) -> None:
+            self._handler_spans.pop(request_id, None)
+            if future.cancelled():
+                tracing.end_handler(started, None, "no answer in time")
+            elif future.exception() is not None:
+                tracing.end_handler(started, None, str(future.exception()))
+            else:
+                tracing.end_handler(started, future.result())
+
+        answered.add_done_callback(end)
+        fields["traceparent"] = traceparent
+        return fields
 
     def _send(self, worker: Worker, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":"), default=str).encode()
@@ -260,9 +322,9 @@ class WorkerPool:
             self._record_failure(runtime, f"cannot start worker: {exc}")
             raise WorkerUnavailable(f"module '{runtime.name}' worker cannot start: {exc}") from None
         worker = Worker(runtime, process, asyncio.Semaphore(runtime.max_concurrency), group=group)
-        worker.tasks = [
-            asyncio.create_task(self._read_answers(worker)),
-            asyncio.create_task(self._read_log(worker)),
+        worker.tasks = [  # in a context of their own: not the request's that started it
+            asyncio.create_task(self._read_answers(worker), context=contextvars.Context()),
+            asyncio.create_task(self._read_log(worker), context=contextvars.Context()),
         ]
         self.workers[runtime.key] = worker
         metrics.worker_started(runtime.name, restart=self.health[runtime.key].failures > 0)
@@ -304,8 +366,18 @@ class WorkerPool:
 
     async def _serve_call(self, worker: Worker, message: dict[str, Any]) -> None:
         """Answer one module-service call of a worker's handler."""
+        rid = message.get("rid")
+        caller = worker.contexts.get(rid) if isinstance(rid, int) else None
         try:
-            reply = await serve(self.services, worker.contexts, message, worker.runtime.key)
+            with (
+                bind(requestId=caller.request_id if caller else None, module=worker.runtime.name),
+                tracing.span(
+                    "modhub.service." + _known(message.get("service"), self.services),
+                    parent=self._handler_spans.get(rid) if isinstance(rid, int) else None,
+                    op=str(message.get("op"))[:64],
+                ),
+            ):
+                reply = await serve(self.services, worker.contexts, message, worker.runtime.key)
         finally:
             worker.service_slots.release()
         reply["reply"] = message.get("call")
@@ -464,6 +536,11 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _known(service: Any, services: dict[str, ServiceHandler]) -> str:
+    """Return the name of a service for a span: one of ours, never any string a module sends."""
+    return service if isinstance(service, str) and service in services else "unknown"
 
 
 def _forget(tasks: list[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:

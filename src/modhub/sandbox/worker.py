@@ -30,6 +30,7 @@ import sys
 import threading
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -235,16 +236,51 @@ class Worker:
     def _call(self, function: Any, argument: Any) -> Any:
         import inspect
 
+        label = _serving.get()  # the loop's tasks do not share this thread's context
         if inspect.iscoroutinefunction(function):
-            return asyncio.run_coroutine_threadsafe(function(argument), self.loop).result()
+            coroutine = _await(function(argument), label)
+            return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
         result = function(argument)
         if inspect.isawaitable(result):
-            return asyncio.run_coroutine_threadsafe(_await(result), self.loop).result()
+            return asyncio.run_coroutine_threadsafe(_await(result, label), self.loop).result()
         return result
 
+    def serve(self, message: dict[str, Any]) -> None:
+        """Run one request (in a thread of the pool), its id in its log lines."""
+        token = _serving.set(_label(message))
+        try:
+            self.handle(message)
+        finally:
+            _serving.reset(token)
 
-async def _await(awaitable: Any) -> Any:
+
+async def _await(awaitable: Any, label: str = "") -> Any:
+    _serving.set(label)  # this task's own context
     return await awaitable
+
+
+# What a log line written while a request runs says of it: " [request <id>]" or
+# " [run <id>]", and " trace <trace id>" when the server traces it (the traceparent of the
+# frame). The id is the server's (a UUID, or a caller's X-Request-ID of safe characters).
+_serving: ContextVar[str] = ContextVar("modhub_serving", default="")
+LOG_FORMAT = "%(levelname)s %(name)s%(serving)s: %(message)s"
+
+
+def _label(message: dict[str, Any]) -> str:
+    rid = str(message.get("requestId") or "")
+    if not rid:
+        return ""
+    trace = str(message.get("traceparent") or "").split("-")
+    traced = f" trace {trace[1]}" if len(trace) == 4 and len(trace[1]) == 32 else ""
+    return f" [{'run' if message.get('kind') == 'job' else 'request'} {rid}{traced}]"
+
+
+class _Serving(logging.Filter):
+    """Gives each record the label of the request its thread (or task) serves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.serving = _serving.get()
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,9 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # print() in module code goes to the module log, not the protocol
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    stream = logging.StreamHandler(sys.stderr)
+    stream.addFilter(_Serving())
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=[stream])
     threading.stack_size(1024 * 1024)  # thread stacks count against the memory limit
     os.chdir(args.module_dir)
     worker = Worker(Path(args.module_dir), protocol_out, args.concurrency)
@@ -269,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         if "reply" in message:
             worker.channel.resolve(message)
         else:
-            worker.threads.submit(worker.handle, message)
+            worker.threads.submit(worker.serve, message)
     os._exit(0)
 
 
