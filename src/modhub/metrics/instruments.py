@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# Latency buckets: a module route answers in milliseconds to its timeout (up to 600 s).
-LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Latency buckets: a request answers in milliseconds to its timeout (up to 600 s). Each
+# bucket is a line per route in every scrape: 12 keep /metrics fast with 100 modules.
+LATENCY = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
 RUN = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
 DELAY = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 OPERATION = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
