@@ -221,3 +221,43 @@ def test_validate_checks_that_handlers_compile_and_are_exported(tmp_path: Path) 
             "message": "'handlers/a.ts' does not export 'list'",
         }
     ]
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def page_module(folder: Path, component: str, text: str) -> Manifest:
+    module(folder, {"handlers/a.ts": GOOD, component: text}, ["handlers/a.ts"])
+    data = json.loads((folder / "module.json").read_text())
+    page = {"path": "/p", "component": component, "title": "P"}
+    data["capabilities"]["ui"] = {"pages": [page]}
+    (folder / "module.json").write_text(json.dumps(data))
+    return Manifest.model_validate(data)
+
+
+def test_a_tsx_page_with_mount_is_compiled_for_the_console(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    text = (
+        "export function mount(el: HTMLElement, ctx: { apiBase: string }) {\n"
+        "  el.textContent = `api at ${ctx.apiBase}`;\n}\n"
+        "export function unmount(el: HTMLElement) { el.textContent = ''; }\n"
+    )
+    manifest = page_module(code, "pages/Main.tsx", text)
+    env = tmp_path / "env"
+    build(manifest, code, env)
+    compiled = typescript.page_output(env, "pages/Main.tsx")
+    assert compiled == env / "ui" / "pages" / "Main.js"
+    assert "api at" in compiled.read_text()
+    assert typescript.page_output(env, "pages/Main.js") is None  # served as it is
+
+
+def test_a_react_page_needs_react_in_the_modules_package_json(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    text = "export default function Page() { return <p>hi</p>; }\n"
+    manifest = page_module(code, "pages/Main.tsx", text)
+    env = tmp_path / "env"
+    with pytest.raises(typescript.CompileError) as caught:
+        build(manifest, code, env)
+    assert caught.value.detail.startswith("pages/Main.tsx")
+    assert "react and react-dom in the module's package.json" in caught.value.detail
+    assert not env.exists()

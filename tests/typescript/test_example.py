@@ -1,14 +1,18 @@
 """TypeScript modules end to end on a real `modhub serve` (SQLite; the store and calls have
 their own two-database tests): the vmware-vcenter-ts example installed from a bundle, its
 routes, sync job, store and call to core-auth answered by a Node worker under the real
-sandbox; and a module written by `modhub module new --lang typescript` answering at once."""
+sandbox, and its React page bundled for the console (npm ci of react from the registry:
+this test needs the network); and a module written by `modhub module new` answering at
+once."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -20,6 +24,7 @@ from tests.lifecycle.test_recovery import Node
 from tests.typescript.conftest import requires_node
 
 pytestmark = requires_node
+M_TS = "vmware-vcenter-ts"
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +76,17 @@ def test_the_typescript_vmware_example_works_like_the_python_one(
     assert (refused.status_code, refused.json()) == (422, {"error": "name is required"})
     names = [vm["name"] for vm in node.http.get(f"{M}/vmware-vcenter-ts/vms").json()["items"]]
     assert sorted(names) == ["app-01", "db-01", "web-01", "web-02"]
+
+    # The .tsx page: a React component bundled at install with the module's own react and
+    # react-dom (npm ci of its package-lock.json), served as one ES module with mount/unmount.
+    [entry] = [e for e in node.http.get("/ui/navigation").json() if e["module"] == M_TS]
+    assert entry["componentUrl"] == f"/ui/modules/{M_TS}/pages/VMwareDashboard.tsx"
+    page = httpx.get(node.server.url + entry["componentUrl"])
+    assert page.status_code == 200, page.text[:300]
+    assert page.headers["content-type"].startswith("text/javascript")
+    assert re.search(r"export\s*\{\w+ as mount,\s*\w+ as unmount\}", page.text)
+    assert "createRoot" in page.text or "_internalRoot" in page.text  # react-dom, bundled
+    assert "import " not in page.text[:200]  # nothing left to fetch (no CDN)
 
 
 @pytest.mark.parametrize("lang", ["typescript", "python"])

@@ -37,6 +37,8 @@ from modhub.sandbox import launch
 
 BUILD_SCRIPT = Path(__file__).with_name("typescript_build.mjs")
 OUTPUT = "node"  # the folder of the environment the Node worker imports from
+PAGES = "ui"  # the folder of the environment with the compiled page components
+PAGE_SOURCES = (".tsx", ".jsx", ".ts", ".mts")
 COMPILE_TIMEOUT = 120.0
 NPM_MEMORY_MB = 4096
 
@@ -86,12 +88,27 @@ def node_handlers(manifest: Manifest) -> list[str]:
     return sorted({split_handler(r)[0] for r in refs if launch.handler_language(r) == "node"})
 
 
+def compiled_pages(manifest: Manifest) -> list[str]:
+    """Return the page components compiled for the console (.tsx, .jsx, .ts, .mts)."""
+    pages = manifest.capabilities.ui.pages
+    return sorted({p.component for p in pages if p.component.endswith(PAGE_SOURCES)})
+
+
+def page_output(env: Path, component: str) -> Path | None:
+    """Return the compiled file the console loads for a page `component` (None: the
+    component is served as it is, from the module's code)."""
+    if not component.endswith(PAGE_SOURCES):
+        return None
+    return env / PAGES / (component.rsplit(".", 1)[0] + ".js")
+
+
 def compile_files(
     root: Path,
     outdir: Path | None,
     entries: Sequence[str],
     *,
     platform: str = "node",
+    node_paths: Sequence[Path] = (),
 ) -> dict[str, list[str]]:
     """Compile `entries` (paths inside `root`) into `outdir` (None: check only, write
     nothing) and return each entry's exports; raise CompileError at the first error."""
@@ -106,6 +123,7 @@ def compile_files(
         "entries": list(entries),
         "platform": platform,
         "write": outdir is not None,
+        "nodePaths": [str(p) for p in node_paths],
     }
     try:
         done = subprocess.run(
@@ -130,6 +148,12 @@ def compile_files(
         first = errors[0]
         where = f"{first['file']}:{first['line']}:{first['column']}" if first["file"] else ""
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if first["file"].startswith("modhub-page:"):  # the wrapper of a React page
+            first["file"] = os.path.relpath(first["file"].removeprefix("modhub-page:"), root)
+            where = first["file"]
+        if 'resolve "react' in first["text"]:
+            more += ": a page that default-exports a React component needs react and react-dom "
+            more += "in the module's package.json (with its package-lock.json)"
         raise CompileError(
             f"{where}: {first['text']}{more}" if where else f"{first['text']}{more}",
             file=first["file"],
@@ -164,12 +188,20 @@ def build(
 ) -> None:
     """Install the module's npm dependencies and compile its Node handlers into `env`."""
     entries = node_handlers(manifest)
-    if not entries:
+    pages = compiled_pages(manifest)
+    if not entries and not pages:
         return
     out = env / OUTPUT
     out.mkdir(parents=True, exist_ok=True)
     if (code / "package.json").is_file():
         install_packages(code, out, owner_uid=owner_uid, cache_dir=cache_dir, log=log)
+    if pages:
+        compile_files(
+            code, env / PAGES, pages, platform="browser", node_paths=[out / "node_modules"]
+        )
+        log(f"compiled {len(pages)} page component(s) for the console with esbuild")
+    if not entries:
+        return
     exports = compile_files(code, out, entries)
     refs = [r for r in handler_refs(manifest) if launch.handler_language(r) == "node"]
     problems = missing_exports(refs, exports)

@@ -34,7 +34,7 @@ from modhub.manifest.subscriptions import EMITS, SUBSCRIBES, check_events
 M = TypeVar("M", bound=BaseModel)
 NODE_HANDLERS = (".ts", ".mts", ".js", ".mjs")  # run by the Node worker
 NON_PYTHON_HANDLERS = (".tsx", ".jsx", ".cjs")  # JavaScript that no worker runs as a handler
-JS_COMPONENTS = (".js", ".mjs")
+JS_COMPONENTS = (".js", ".mjs", ".tsx", ".jsx", ".ts", ".mts")  # TS/JSX: compiled at install
 KNOWN_SYSTEM_TOOLS = frozenset({"python", "node", "modhub"})
 ROUTES: Location = ("capabilities", "api", "routes")
 JOBS: Location = ("capabilities", "jobs", "handlers")
@@ -180,7 +180,8 @@ def check_ui(view: View, findings: Findings) -> None:
                 (*PAGES, i, "component"),
                 "component_not_javascript",
                 f"the console loads JavaScript ES modules; build '{page.component}' "
-                "to a .js file before shipping the module",
+                "to a .js file before shipping the module (.tsx, .jsx and .ts pages are "
+                "compiled at install)",
             )
     for i, item in view.navigation:
         if item.path not in paths:

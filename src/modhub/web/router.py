@@ -20,6 +20,7 @@ from modhub.api.deps import ServicesDep, authenticated
 from modhub.api.problems import responses
 from modhub.auth import Principal
 from modhub.errors import NotFound
+from modhub.lifecycle import typescript
 from modhub.manifest.loader import MANIFEST_FILE
 from modhub.registry import Status
 from modhub.registry.types import Shape
@@ -143,6 +144,16 @@ def module_file(name: str, file_path: str, svc: ServicesDep) -> Response:
         and not any(relative.is_relative_to(f) for f in folders if f != ".")
     ):
         raise NotFound(f"'{file_path}' is not in the UI folder of module '{name}'")
+    if file_path in {p.component for p in manifest.capabilities.ui.pages}:
+        # A .tsx/.jsx/.ts page: the console loads what esbuild made of it at install.
+        env = svc.lifecycle.layout.env(name, served.version)
+        compiled = typescript.page_output(env, file_path)
+        if compiled is not None:
+            if not svc.materializer.ready(name, served.version):
+                anyio.from_thread.run(svc.materializer.ensure, name, served.version)
+            if not compiled.is_file():
+                raise NotFound(f"module '{name}' has no compiled page '{file_path}'")
+            return FileResponse(compiled, media_type="text/javascript", headers=MODULE_FILE_HEADERS)
     if not _servable(relative):
         raise NotFound(f"'{file_path}' is not a UI file of module '{name}'")
     # This node's own copy of the version (the row's path is the installing node's, maybe
