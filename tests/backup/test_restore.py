@@ -209,6 +209,8 @@ def test_a_member_dropped_is_refused(
         ("formatVersion", 2, "format version 2, made by modhub 0.1.0; this modhub reads"),
         ("alembicRevision", "0999", "schema revision 0999, newer than this modhub knows"),
         ("database", "oracle", "database 'oracle' is unknown"),
+        ("code", ["../../x@1.0.0"], "code '../../x@1.0.0' is not one of its members"),
+        ("keyIncluded", True, "keyIncluded does not match its members"),
         ("keyCheck", "hmac-sha256:v1:" + "0" * 64, "is not the key this backup was made with"),
     ],
 )

@@ -29,6 +29,7 @@ MEMBER = re.compile(
     r"^(database/modhub\.(db|dump)|key/secret\.key|code/[a-z0-9][a-z0-9._-]*@[0-9A-Za-z.+-]+\.tar\.gz)$"
 )
 COPY_BYTES = 1024 * 1024
+CODE = re.compile(r"^[a-z0-9][a-z0-9._-]*@[0-9A-Za-z.+-]+$")  # name@version
 
 
 class BackupError(ModhubError):
@@ -113,6 +114,15 @@ class Manifest:
         for member in manifest.members:
             if not MEMBER.match(member.name):
                 raise BackupError(f"manifest.json: member {member.name!r} is not allowed")
+        names = {member.name for member in manifest.members}
+        database = "database/modhub." + ("db" if manifest.database == "sqlite" else "dump")
+        if database not in names:
+            raise BackupError(f"manifest.json: members: {database} is missing")
+        if manifest.key_included != ("key/secret.key" in names):
+            raise BackupError("manifest.json: keyIncluded does not match its members")
+        for item in manifest.code:
+            if f"code/{item}.tar.gz" not in names or not CODE.match(item):
+                raise BackupError(f"manifest.json: code {item!r} is not one of its members")
         return manifest
 
 
