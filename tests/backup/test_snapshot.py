@@ -14,13 +14,13 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from modhub import __version__
-from modhub.backup import BackupError, take_backup
+from modhub.backup import BackupError, restore_backup, take_backup
 from modhub.cli import app
 from modhub.cluster.keycheck import check_value
 from modhub.db.models import ModuleVersion
 from modhub.services import Services
 from modhub.settings import Settings
-from tests.conftest import SECRET
+from tests.conftest import PG_ADMIN_URL, SECRET
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -162,3 +162,23 @@ def test_the_commands_report_and_refuse(installation: Services, tmp_path: Path) 
     again = runner.invoke(app, ["restore", str(path), "--data-dir", str(target)], env=restore_env)
     assert again.exit_code == 1
     assert f"the data dir {target} is not empty: it holds modhub.db" in again.output
+
+
+def test_a_postgres_database_that_does_not_answer_is_named(tmp_path: Path) -> None:
+    missing = PG_ADMIN_URL.rsplit("/", 1)[0] + "/modhub_no_such_database"
+    settings = Settings(data_dir=tmp_path / "d", database_url=missing, secret_key=SECRET)
+    with pytest.raises(
+        BackupError, match=r"cannot connect to the database .*modhub_no_such_database"
+    ):
+        take_backup(settings, tmp_path / "b.backup")
+    with pytest.raises(
+        BackupError, match=r"cannot connect to the database .*modhub_no_such_database"
+    ):
+        restore_backup(settings, _any_file(tmp_path))  # the target is checked first
+    assert not settings.data_dir.exists()
+
+
+def _any_file(tmp_path: Path) -> Path:
+    path = tmp_path / "any.backup"
+    path.write_bytes(b"x")
+    return path

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -47,6 +48,16 @@ def _tool(name: str) -> str:
     return path
 
 
+def _connect(database_url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    try:
+        return psycopg.connect(_conninfo(database_url), connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise BackupError(
+            f"cannot connect to the database {where(database_url)} (MODHUB_DATABASE_URL): "
+            f"{str(exc).strip()}"
+        ) from None
+
+
 def _major(tool: str) -> int:
     result = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
     found = re.search(r"(\d+)(?:\.\d+)*", result.stdout)
@@ -72,7 +83,7 @@ def dump(database_url: str, out: Path) -> Facts:
     """Dump the database to `out` (custom format, no owners or grants) and return the
     facts of the same snapshot."""
     pg_dump = _tool("pg_dump")
-    with psycopg.connect(_conninfo(database_url), connect_timeout=10) as connection:
+    with _connect(database_url) as connection:
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         connection.read_only = True
         server = connection.info.server_version // 10000
@@ -103,7 +114,7 @@ def dump(database_url: str, out: Path) -> Facts:
     return facts
 
 
-def _facts(connection: psycopg.Connection[tuple[object, ...]]) -> Facts:
+def _facts(connection: psycopg.Connection[tuple[Any, ...]]) -> Facts:
     def exists(table: str) -> bool:
         row = connection.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()
         return row is not None and row[0] is not None
@@ -133,7 +144,7 @@ def _facts(connection: psycopg.Connection[tuple[object, ...]]) -> Facts:
 
 def tables(database_url: str) -> list[str]:
     """Return the tables of the database, outside PostgreSQL's own schemas."""
-    with psycopg.connect(_conninfo(database_url), connect_timeout=10) as connection:
+    with _connect(database_url) as connection:
         rows = connection.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
@@ -161,7 +172,7 @@ def restore(dump_file: Path, database_url: str) -> None:
 
 def drop_tables(database_url: str) -> None:
     """Drop every table of the public schema (after a failed restore into an empty one)."""
-    with psycopg.connect(_conninfo(database_url), connect_timeout=10) as connection:
+    with _connect(database_url) as connection:
         names = [
             row[0]
             for row in connection.execute(

@@ -47,7 +47,7 @@ def backup(
     settings = load_settings(data_dir=data_dir)
     try:
         manifest = take_backup(settings, file, include_key=include_key)
-    except (BackupError, ModhubError) as exc:
+    except ModhubError as exc:
         _fail(exc)
         return
     except OSError as exc:
@@ -87,6 +87,9 @@ def restore(
         manifest = restore_backup(settings, file, key_file=key_file)
     except ModhubError as exc:
         _fail(exc)
+        return
+    except OSError as exc:
+        _fail(BackupError(f"restore failed, nothing kept: {exc}"))
         return
     out.print(
         f"restored {escape(str(file))} (made {manifest.created_at} by modhub "
