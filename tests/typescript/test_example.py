@@ -72,6 +72,16 @@ def test_the_typescript_vmware_example_works_like_the_python_one(
     assert created.status_code == 201, created.text
     assert created.json()["createdBy"] == "admin"  # asked of core-auth, as the caller
     assert created.json()["cpus"] == 4
+    events = node.http.get("/events", params={"source": M_TS, "name": "vm.created"}).json()
+    assert [e["payload"] for e in events["items"]] == [
+        {
+            "id": created.json()["id"],
+            "name": "app-01",
+            "cpus": 4,
+            "memoryMb": 1024,
+            "createdBy": "admin",
+        }
+    ]
     refused = node.http.post(f"{M}/vmware-vcenter-ts/vms", json={})
     assert (refused.status_code, refused.json()) == (422, {"error": "name is required"})
     names = [vm["name"] for vm in node.http.get(f"{M}/vmware-vcenter-ts/vms").json()["items"]]

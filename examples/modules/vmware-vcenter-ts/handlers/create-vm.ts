@@ -21,5 +21,7 @@ export async function handler(request: Request) {
     createdBy: whoami.json!.username,
   };
   await request.store.set(VM_PREFIX + vm.id, vm as any, { ifVersion: 0 });
+  const { id, name, cpus, memoryMb, createdBy } = vm;
+  await request.events.emit("vm.created", { id, name, cpus, memoryMb, createdBy: createdBy! });
   return { status: 201, json: vm };
 }
