@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
 from modhub.db import Database
 from modhub.db.models import JobRun, Module
-from modhub.jobs.claim import Claim, claim_ready
+from modhub.jobs.claim import Claim, claim_in, claim_ready
 from modhub.keys import SecretBox
 from modhub.registry import config as configs
 
@@ -62,37 +63,36 @@ _FINISH = (
 )
 
 
-def record(db: Database, outcomes: Sequence[Outcome], insert_new: Any) -> set[int]:
-    """Record outcomes in one transaction, each only if its run is still running; queue the
-    retries of the recorded ones in the same transaction; return the recorded run ids.
+def record(session: Session, outcomes: Sequence[Outcome], insert_new: Any) -> set[int]:
+    """Record outcomes in the caller's write transaction, each only if its run is still
+    running, and queue the retries of the recorded ones; return the recorded run ids.
 
     `insert_new` is the INSERT that skips an attempt already queued (`RunStore`)."""
     if not outcomes:
         return set()
     ids = [o.run_id for o in outcomes]
-    with db.write() as session:
-        query = select(JobRun.id).where(JobRun.id.in_(ids), JobRun.status == "running")
-        if db.dialect == "postgresql":  # a cancel in another transaction waits for us
-            query = query.with_for_update()
-        running = set(session.scalars(query).all())
-        rows = [
-            {
-                "run_id": o.run_id,
-                "new_status": o.status,
-                "at": o.finished_at,
-                "err": o.error,
-                "text": o.log[-LOG_KEPT:],
-                "value": None if o.result is None else {"value": o.result},
-            }
-            for o in outcomes
-            if o.run_id in running
-        ]
-        if rows:
-            session.connection().execute(_FINISH, rows)
-        retries = [o.retry for o in outcomes if o.run_id in running and o.retry is not None]
-        if retries:
-            session.execute(insert_new, retries)
-        return running
+    query = select(JobRun.id).where(JobRun.id.in_(ids), JobRun.status == "running")
+    if session.get_bind().dialect.name == "postgresql":  # a cancel waits for us
+        query = query.with_for_update()
+    running = set(session.scalars(query).all())
+    rows = [
+        {
+            "run_id": o.run_id,
+            "new_status": o.status,
+            "at": o.finished_at,
+            "err": o.error,
+            "text": o.log[-LOG_KEPT:],
+            "value": None if o.result is None else {"value": o.result},
+        }
+        for o in outcomes
+        if o.run_id in running
+    ]
+    if rows:
+        session.connection().execute(_FINISH, rows)
+    retries = [o.retry for o in outcomes if o.run_id in running and o.retry is not None]
+    if retries:
+        session.execute(insert_new, retries)
+    return running
 
 
 class ConfigReader:
@@ -103,16 +103,19 @@ class ConfigReader:
         self.box = box
         self._seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
-    def read(self, db: Database, modules: set[str]) -> dict[str, dict[str, Any] | None]:
-        """Return each module's config in clear (None for a module that is gone)."""
+    def read(
+        self, db: Database, modules: set[str], session: Session | None = None
+    ) -> dict[str, dict[str, Any] | None]:
+        """Return each module's config in clear (None for a module that is gone), read in
+        `session` if given."""
         if not modules:
             return {}
-        with db.query() as connection:
-            stored: dict[str, dict[str, Any]] = dict(
-                connection.execute(
-                    select(Module.name, Module.config).where(Module.name.in_(sorted(modules)))
-                ).all()
-            )
+        query = select(Module.name, Module.config).where(Module.name.in_(sorted(modules)))
+        if session is not None:
+            stored: dict[str, dict[str, Any]] = dict(session.execute(query).all())
+        else:
+            with db.query() as connection:
+                stored = dict(connection.execute(query).all())
         out: dict[str, dict[str, Any] | None] = {}
         for name in modules:
             value = stored.get(name)
@@ -141,9 +144,17 @@ def run_round(
     probe: bool,
 ) -> Round:
     """Do one round (in a worker thread): record `outcomes`, then claim up to `room` runs
-    (their slots are free once the outcomes are recorded) and read their configs."""
-    done = Round(recorded=record(db, outcomes, insert_new))
-    if room > 0:
-        done.claims = claim_ready(db, now, owner, room, per_module, runnable, probe=probe)
-        done.configs = reader.read(db, {c.module for c in done.claims})
+    (their slots are free once the outcomes are recorded) and read their configs, in one
+    transaction. A round with nothing to record probes for a ready run first (unless the
+    last one claimed all its room), so an idle one takes no write transaction."""
+    done = Round()
+    if not outcomes:
+        if room > 0:
+            done.claims = claim_ready(db, now, owner, room, per_module, runnable, probe=probe)
+            done.configs = reader.read(db, {c.module for c in done.claims})
+        return done
+    with db.write() as session:
+        done.recorded = record(session, outcomes, insert_new)
+        done.claims = claim_in(session, now, owner, room, per_module, runnable)
+        done.configs = reader.read(db, {c.module for c in done.claims}, session)
     return done

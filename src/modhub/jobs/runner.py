@@ -237,6 +237,7 @@ class JobRunner:
         run = self.store.enqueue(module, job, manifest.version, now, trigger="manual")
         if run is None:
             raise ModhubError("could not queue the run; try again")
+        self.wake()  # started at once, not at the next tick (when this process runs jobs)
         return run
 
     # -- executing -------------------------------------------------------------------------
