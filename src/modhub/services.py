@@ -20,6 +20,7 @@ from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
 from modhub.events import Dispatcher, DispatchLimits, EventService, EventStore
+from modhub.events.platform import PlatformEvents
 from modhub.events.store import CHANNEL as EVENTS_CHANNEL
 from modhub.jobs import JobLimits, JobRunner
 from modhub.jobs.runner import utc_now
@@ -152,6 +153,7 @@ class Services:
             ),
         )
         events.listeners.append(dispatcher.wake)
+        registry.observers.append(PlatformEvents(events))  # modhub/module.* events
         materializer = Materializer(
             lifecycle,
             served=lambda: {

@@ -78,6 +78,9 @@ class Registry:
         self.box = box
         self.allow_direct_references = allow_direct_references
         self.listeners: list[Callable[[str], None]] = []
+        # Called in the transaction of each status, version and config change, with its
+        # audit action and detail (the platform's events are emitted from here).
+        self.observers: list[Callable[[Session, str, str, dict[str, Any]], None]] = []
 
     def validate(self, data: object, *, folder: Path | None = None) -> ValidationResult:
         """Validate a manifest as registration on this server would (its settings applied),
@@ -253,7 +256,7 @@ class Registry:
             )
         for status in path_to(Status(module.status), target):
             check_transition(module.name, module.status, status)
-            record(
+            self._audit(
                 session,
                 actor,
                 "module.status",
@@ -282,7 +285,7 @@ class Registry:
         def change(session: Session) -> ModuleDetail:
             module = find_module(session, name, lock=True)
             check_transition(name, module.status, target)
-            record(
+            self._audit(
                 session,
                 actor,
                 "module.status",
@@ -409,8 +412,8 @@ class Registry:
                 ModuleDependency(depends_on=dep, version_range=rng)
                 for dep, rng in manifest.dependencies.modules.items()
             ]
-            record(session, actor, f"module.{kind}", name, **{"from": previous, "to": version})
-            record(
+            self._audit(session, actor, f"module.{kind}", name, **{"from": previous, "to": version})
+            self._audit(
                 session,
                 actor,
                 "module.status",
@@ -431,7 +434,7 @@ class Registry:
             if changed:
                 module.config = new
                 module.updated_at = utcnow()
-                record(session, actor, "module.config", name, changed=changed)
+                self._audit(session, actor, "module.config", name, changed=changed)
             return configs.masked(new)
 
         return self._write(change, notify=name)
@@ -486,6 +489,12 @@ class Registry:
         return self._write(change, read_only=dry_run, notify=name)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _audit(self, session: Session, actor: str, action: str, name: str, **detail: Any) -> None:
+        """Record an audit entry and tell the observers, in the change's transaction."""
+        record(session, actor, action, name, **detail)
+        for observe in self.observers:
+            observe(session, action, name, detail)
 
     def _write(self, change: Callable[[Session], T], *, notify: str, read_only: bool = False) -> T:
         if read_only:

@@ -8,6 +8,7 @@ import { errorBox, h, replace, section, statusBadge, table, timeEl, toast } from
 import { can, refreshNavigation } from "../navigation.js";
 import { navigate } from "../router.js";
 import { renderConfigForm } from "./config-form.js";
+import { eventsSection } from "./module-events.js";
 
 const BUSY = ["INSTALLING", "UPDATING", "REMOVING"];
 
@@ -82,6 +83,7 @@ function view(module, { reload }) {
       h("div", { class: "stack" }, overview(module), versions(module)),
     ),
     section("Jobs", jobs, h("h3", { text: "Recent runs" }), runs),
+    eventsSection(module),
     section("Audit history", audit),
     manifest(module),
   ];
