@@ -44,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
         stderr=subprocess.STDOUT,
     )
     live = LiveServer(f"http://127.0.0.1:{port}", data_dir, env, process, log)
-    wait_healthy(live.url, 60, process, live.output)
+    wait_healthy(live.url, 120, process, live.output)
     yield live, f"http://127.0.0.1:{metrics_port}/metrics"
     stop_server(live)
 
