@@ -107,7 +107,7 @@ async def get_metrics(request: Request, svc: ServicesDep, _reader: MetricsReader
     return Response(await lookup(svc, scrape), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: the failing check named"}})
+@router.get("/readyz", responses=responses(503))
 async def readyz(request: Request, svc: ServicesDep) -> JSONResponse:
     """Answer 200 when this node can serve: its database answers, the schema is current,
     and the secret key is the cluster's; 503 naming the failing check otherwise."""
