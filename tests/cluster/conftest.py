@@ -16,22 +16,25 @@ skip with the reason, and fail under MODHUB_REQUIRE_SERVICES=1.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from modhub.db import Database, upgrade
+from modhub.db.models import RunnerLease
 from tests.conftest import (
     PASSWORD,
     SECRET,
@@ -143,11 +146,7 @@ class Cluster:
 
     def set_clock(self, moment: datetime) -> None:
         """Set the time every node's job scheduler reads (written whole, then renamed)."""
-        path = Path(self.env["MODHUB_TEST_CLOCK"])
-        part = path.with_suffix(".part")
-        part.write_text(moment.isoformat())
-        part.chmod(0o600)
-        part.replace(path)
+        set_clock(Path(self.env["MODHUB_TEST_CLOCK"]), moment)
 
     def login(self) -> dict[str, str]:
         """Return the admin's bearer header, from a login through the balancer."""
@@ -199,12 +198,10 @@ def cluster(postgres_url: str, tmp_path: Path, wheels: Path) -> Iterator[Cluster
     db = Database(postgres_url)
     upgrade(db.engine)
     db.dispose()
-    clock = tmp_path / "clock"
-    clock.mkdir(mode=0o700)
     env = {
         **node_env(postgres_url, wheels),
         "MODHUB_TESTING": "true",
-        "MODHUB_TEST_CLOCK": str(clock / "now"),
+        "MODHUB_TEST_CLOCK": str(clock_file(tmp_path / "clock")),
     }
     started: list[LiveServer] = []
     balancer: subprocess.Popen[bytes] | None = None
@@ -260,3 +257,66 @@ def finish(url: str, auth: dict[str, str], answer: httpx.Response) -> dict[str, 
 
     result: dict[str, Any] = wait_for(done, 180, f"operation {location}")
     return result
+
+
+# -- the nodes' shared test clock (MODHUB_TESTING, MODHUB_TEST_CLOCK) -------------------------
+
+# Over the job runners' heartbeat (10 s), so each beats at every step, and well within their
+# lease (30 s), so no runner sees another's lease expire.
+CLOCK_STEP = timedelta(seconds=20)
+
+
+def clock_file(folder: Path) -> Path:
+    """Return the path of a test clock in `folder` (made this user's alone)."""
+    folder.mkdir(mode=0o700)
+    return folder / "now"
+
+
+def set_clock(path: Path, moment: datetime) -> None:
+    """Set the time of the test clock at `path` (written whole, then renamed)."""
+    part = path.with_suffix(".part")
+    part.write_text(moment.isoformat())
+    part.chmod(0o600)
+    part.replace(path)
+
+
+def ticked_at(database_url: str, runners: int, moment: datetime) -> None:
+    """Wait until `runners` job runners renewed their lease at `moment` of the test clock:
+    each ticked at it (a tick renews the lease first when its heartbeat is due)."""
+    db = Database(database_url)
+    times: list[datetime] = []
+
+    def seen() -> bool:
+        with db.read() as session:
+            times[:] = session.scalars(select(RunnerLease.seen_at)).all()
+        return sum(t == moment for t in times) >= runners
+
+    try:
+        wait_for(seen, 60, f"{runners} job runners to tick at {moment}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the runners were seen at {times}") from None
+    finally:
+        db.dispose()
+
+
+def through_minutes(
+    path: Path,
+    database_url: str,
+    runners: int,
+    start: datetime,
+    minutes: int,
+    finished: Callable[[datetime], bool],
+) -> None:
+    """Move the test clock from `start` (every runner ticked at it) through `minutes`
+    scheduled minutes in `CLOCK_STEP`s, each runner ticking at every step; after each
+    minute passes, wait until `finished(minute)`; end one step past the last minute."""
+    now = start
+    done: list[datetime] = []
+    while now < start + timedelta(minutes=minutes) + CLOCK_STEP:
+        now += CLOCK_STEP
+        set_clock(path, now)
+        ticked_at(database_url, runners, now)
+        minute = now.replace(second=0, microsecond=0)
+        if start < minute <= start + timedelta(minutes=minutes) and minute not in done:
+            done.append(minute)
+            wait_for(functools.partial(finished, minute), 60, f"the run of {minute}")

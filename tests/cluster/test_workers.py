@@ -2,7 +2,8 @@
 node of the cluster, on SQLite (one file, WAL and busy_timeout) and on PostgreSQL.
 
 Requests spread over both processes; a registry change made through one is served by the
-other; a cron job's minute fires once, not once per process.
+other; a cron job's minute fires once, not once per process (two minutes on the processes'
+shared test clock, `modhub/cluster/clock.py`, passed in seconds).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ import httpx
 import pytest
 
 from modhub.db import Database, upgrade
-from tests.cluster.conftest import wait_healthy
+from tests.cluster.conftest import clock_file, set_clock, through_minutes, ticked_at, wait_healthy
 from tests.conftest import PASSWORD, LiveServer, bearer, free_port, stop_server
 from tests.lifecycle.conftest import as_bundle, wait_for
 
 WORKERS = 2
+START = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -43,6 +46,8 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
         MODHUB_SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
         MODHUB_ADMIN_PASSWORD=PASSWORD,
         MODHUB_PIP_OFFLINE="true",
+        MODHUB_TESTING="true",
+        MODHUB_TEST_CLOCK=str(clock_file(tmp_path / "clock")),
     )
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
@@ -52,7 +57,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
         stderr=subprocess.STDOUT,
     )
     live = LiveServer(f"http://127.0.0.1:{port}", data_dir, env, process, log)
-    wait_healthy(live.url, 60, process, live.output)
+    wait_healthy(live.url, 180, process, live.output)  # two processes starting on a busy machine
     yield live
     stop_server(live)
 
@@ -85,7 +90,12 @@ def cron_module(root: Path) -> Path:
     return as_bundle(folder, "tar.gz")
 
 
-def test_two_workers_are_two_nodes_of_one_cluster(server: LiveServer, tmp_path: Path) -> None:
+def test_two_workers_are_two_nodes_of_one_cluster(
+    server: LiveServer, tmp_path: Path, database_url: str
+) -> None:
+    clock = Path(server.env["MODHUB_TEST_CLOCK"])
+    set_clock(clock, START)  # before the job exists: it starts from this time
+    ticked_at(database_url, WORKERS, START)
     login = httpx.post(
         f"{server.url}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
     )
@@ -136,18 +146,21 @@ def test_two_workers_are_two_nodes_of_one_cluster(server: LiveServer, tmp_path: 
             == 200
         )
 
-        # The job's minutes: each fires once across both processes. Two minutes fired means
-        # both processes ticked past the first one.
-        def two_minutes() -> list[dict[str, Any]] | None:
-            runs: list[dict[str, Any]] = first.get(
+        # The job's minutes: each fires once across both processes, both ticking through
+        # two minutes of the shared test clock.
+        def runs() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = first.get(
                 "/api/v1/jobs/runs", params={"module": "minutely", "limit": 500}
             ).json()["items"]
-            scheduled = {r["scheduledAt"] for r in runs if r["trigger"] == "schedule"}
-            return runs if len(scheduled) >= 2 else None
+            return items
 
-        runs = wait_for(two_minutes, 150, "two of the job's minutes to fire")
-        scheduled = [r["scheduledAt"] for r in runs if r["trigger"] == "schedule"]
-        assert len(scheduled) == len(set(scheduled)), runs
+        def finished(minute: datetime) -> bool:
+            stamp = minute.isoformat().replace("+00:00", "Z")
+            return any(r["scheduledAt"] == stamp and r["status"] == "succeeded" for r in runs())
+
+        through_minutes(clock, database_url, WORKERS, START, 2, finished)
+        scheduled = sorted(r["scheduledAt"] for r in runs() if r["trigger"] == "schedule")
+        assert scheduled == ["2030-01-01T00:01:00Z", "2030-01-01T00:02:00Z"], runs()
     finally:
         for client in clients.values():
             client.close()
