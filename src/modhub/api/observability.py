@@ -131,9 +131,12 @@ async def readyz(request: Request, svc: ServicesDep) -> JSONResponse:
 def install(app: FastAPI, settings: Settings) -> None:
     """Serve /metrics and /readyz on `app`, and time its requests unless metrics are off."""
     metrics.configure(enabled=settings.metrics)
-    app.state.worker_sampler = WorkerSampler(
-        lambda: [(w.runtime.name, w.process.pid) for w in app.state.services.pool.workers.values()]
-    )
+
+    def live() -> list[tuple[str, int]]:
+        workers = getattr(app.state.services.pool, "workers", {})  # a test's fake pool: none
+        return [(w.runtime.name, w.process.pid) for w in workers.values()]
+
+    app.state.worker_sampler = WorkerSampler(live)
     app.include_router(router)
     if settings.metrics:
         app.add_middleware(RequestMetrics)

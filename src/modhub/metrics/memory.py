@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from modhub.metrics import instruments as m
 from modhub.metrics.record import state
 
+log = logging.getLogger("modhub.metrics")
 PROC = Path("/proc")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MAX_TREE = 4096  # processes walked under one worker (its sandbox caps them far lower)
@@ -71,6 +73,9 @@ class WorkerSampler:
     async def run(self, interval: float = 5.0) -> None:
         """Sample every `interval` seconds until cancelled."""
         while True:
-            workers = list(self.live())  # on the loop, which changes the pool
-            await asyncio.to_thread(self.sample, workers)
+            try:
+                workers = list(self.live())  # on the loop, which changes the pool
+                await asyncio.to_thread(self.sample, workers)
+            except Exception:  # a sample missed; the next one may do
+                log.exception("sampling the module workers failed")
             await asyncio.sleep(interval)

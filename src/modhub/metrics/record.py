@@ -11,6 +11,7 @@ import time
 from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from modhub.metrics import instruments as m
 
@@ -34,14 +35,27 @@ def configure(*, enabled: bool) -> None:
     state.enabled = enabled
 
 
+# The children of the hot paths' metrics, by label values: `labels()` costs several times
+# the increment itself, and the label values are bounded, so the children are kept.
+_requests: dict[tuple[str | None, str, int], tuple[Any, Any]] = {}
+_routes: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str | None, method: str, status: int, started: float) -> None:
     """Count an API request answered with `status`, timed from `started` (perf_counter)."""
     if not state.enabled:
         return
     elapsed = time.perf_counter() - started
-    label = route or UNMATCHED
-    m.http_requests.labels(label, method, str(status)).inc()
-    m.http_duration.labels(label, method).observe(elapsed)
+    key = (route, method, status)
+    children = _requests.get(key)
+    if children is None:
+        label = route or UNMATCHED
+        children = _requests[key] = (
+            m.http_requests.labels(label, method, str(status)),
+            m.http_duration.labels(label, method),
+        )
+    children[0].inc()
+    children[1].observe(elapsed)
 
 
 def observe_route(
@@ -61,8 +75,15 @@ def observe_route(
         method, template = UNMATCHED, UNMATCHED
     else:
         method, template = route
-    m.module_requests.labels(module, template, method, str(status)).inc()
-    m.module_duration.labels(module, template, method).observe(elapsed)
+    key = (module, template, method, status)
+    children = _routes.get(key)
+    if children is None:
+        children = _routes[key] = (
+            m.module_requests.labels(module, template, method, str(status)),
+            m.module_duration.labels(module, template, method),
+        )
+    children[0].inc()
+    children[1].observe(elapsed)
 
 
 def worker_started(module: str, *, restart: bool) -> None:
