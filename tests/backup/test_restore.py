@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,13 @@ def test_code_installed_before_bundles_were_stored_travels_as_files(
             assert session.scalar(select(Bundle.sha256)) == sha
     finally:
         restored.dispose()
+
+
+@SQLITE_ONLY
+def test_a_backup_compressed_by_the_operator_restores(
+    installation: Services, target: Settings, tmp_path: Path
+) -> None:
+    path = backed_up(installation, tmp_path)
+    packed = tmp_path / "modhub.backup.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert restore_backup(target, packed).database == "sqlite"

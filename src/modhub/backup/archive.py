@@ -196,7 +196,8 @@ def unpack(source: Path, dest: Path) -> Manifest:
     manifest: Manifest | None = None
     seen: set[str] = set()
     try:
-        with tarfile.open(source, mode="r|") as tar:
+        # "r|*": a copy the operator compressed (gzip, bzip2, xz) is read as it is
+        with tarfile.open(source, mode="r|*") as tar:
             for info in tar:
                 if manifest is None:
                     if info.name != MANIFEST:
