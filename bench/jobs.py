@@ -1,7 +1,8 @@
 """Jobs: the scheduler's CPU for 10,000 one-minute jobs; firing delay and runs/s with workers.
 
 Run with `.venv/bin/python bench/jobs.py` (`--help` for the sizes; `--db sqlite` or
-`--db postgresql` for one database; `--phase scheduler` or `--phase execution` for one part).
+`--db postgresql` for one database; `--phase scheduler`, `execution`, `throughput` or
+`nodes`, or several joined by commas, for some parts).
 
 10,000 jobs across 1,000 modules, each run in a real worker, is beyond a 2-core machine (a
 worker process per module, 167 runs a second), so the benchmark measures the two halves
@@ -29,13 +30,31 @@ separately and says which is which:
    to `started_at` (the claim) as well, the time to drain, and runs/s at saturation (all
    runs are queued at once: runs / (last finish - first start)).
 
-Both phases run `modhub.jobs.JobRunner` as imported from the working tree. The changes once
+3. THROUGHPUT (issue 13), one node, warm workers: `--runs` (3,000) trivial manual runs of
+   the same 20 modules are queued at once and the runner executes them (claiming when a
+   slot frees, no tick in between; its lease renewed as `tick` does), `--rounds` (3)
+   times after a warm-up that starts every worker. Measured: runs/s, the overhead per run
+   (1 / runs/s: the handler does nothing, so all of it is the platform's; and per slot,
+   8 / runs/s), and the CPU per run of the server process and of the workers' processes
+   (/proc, each worker's whole sandbox tree). Target: 1,000 runs/s (<= 1 ms per run).
+4. TWO NODES on PostgreSQL (issue 13): as 2., with a second runner in a process of its own
+   (`bench/jobs.py --node ...`: its own `Services`, worker pool and runner loop on the
+   same database and data dir) reading the shifted clock's offset from a file at each
+   tick; `--boundaries` + 1 boundaries, the first starting both nodes' workers. Each
+   boundary's line says how many runs each runner executed.
+
+Waiting: no phase waits for a real minute boundary. Phases 2 and 4 shift the clock so a
+boundary comes 2-3 s after it is aimed at (about 3 s of waiting, then the drain, per
+boundary); phase 1 uses a fake clock; phase 3 has no clock.
+
+All phases run `modhub.jobs.JobRunner` as imported from the working tree. The changes once
 prototyped here (a kept next fire time per job, one INSERT ... ON CONFLICT DO NOTHING per
 batch of due runs, starting the next run when one finishes, ticking on whole seconds) are in
 `src/` since commit 41ed2cd; docs/benchmarks.md has the figures from before and after.
 
-Targets (issue 6): scheduler CPU under 5 % of one core; firing delay p99 under 1 s while
-keeping up. Each is printed as PASS or MISS.
+Targets (issues 6 and 13): scheduler CPU under 5 % of one core; firing delay p99 under 1 s
+while keeping up, on SQLite, PostgreSQL and PostgreSQL with two nodes; 1,000 trivial runs/s
+on one node. Each is printed as PASS or MISS.
 """
 
 from __future__ import annotations
@@ -49,12 +68,13 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -62,18 +82,29 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from common import SECRET, cpu_model, load_average, software, usable_cores, utc_now, verdict
+from common import (
+    SECRET,
+    cpu_model,
+    load_average,
+    proc_stat,
+    software,
+    usable_cores,
+    utc_now,
+    verdict,
+)
 from modhub.db import Database, upgrade
 from modhub.db.models import JobRun, Module
 from modhub.jobs import JobLimits, JobRunner
 from modhub.registry import Status
 from modhub.sandbox import PoolLimits, WorkerPool
+from modhub.sandbox.launch import descendants
 from modhub.services import Services
 from modhub.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CPU_TARGET = 0.05  # of one core
 DELAY_TARGET = 1.0  # seconds, p99
+RATE_TARGET = 1000  # trivial runs a second on one node (issue 13: <= 5 ms overhead per run)
 ACTOR = "bench"
 HANDLER = "import time\n\n\ndef handler(context):\n    return {'began': time.time()}\n"
 
@@ -283,6 +314,7 @@ class Boundary:
     drained_s: float
     runs_per_s: float
     statuses: dict[str, int]
+    by_runner: list[int] = field(default_factory=list)  # runs each runner executed
 
 
 class ShiftedClock:
@@ -314,7 +346,11 @@ def install_modules(svc: Services, folder: Path, modules: int, jobs: int) -> flo
     return time.perf_counter() - started
 
 
-async def drive_execution(svc: Services, boundaries: int) -> list[Boundary]:
+async def drive_execution(
+    svc: Services, boundaries: int, offset_file: Path | None = None
+) -> list[Boundary]:
+    """Fire `boundaries` minute boundaries of the installed jobs on the shifted clock; with
+    `offset_file`, a second node's runner reads the clock's offset from it."""
     clock = ShiftedClock()
     pool = WorkerPool(  # a pool of this event loop, with the server's limits
         svc.settings.data_dir,
@@ -340,6 +376,8 @@ async def drive_execution(svc: Services, boundaries: int) -> list[Boundary]:
         for _ in range(boundaries):
             boundary += timedelta(minutes=1)
             clock.aim(boundary - timedelta(seconds=3 - random.random()))
+            if offset_file is not None:
+                offset_file.write_text(repr(clock.offset))
             while True:  # JobRunner.run's loop, with a way out
                 await runner.tick(clock())
                 if clock() > boundary and _drained(svc, boundary):
@@ -381,6 +419,9 @@ def _measure(svc: Services, clock: ShiftedClock, boundary: datetime.datetime) ->
         starts.append(run.started_at)
         ends.append(run.finished_at)
     span = (max(ends) - min(starts)).total_seconds() if ends else 0.0
+    owners: dict[str | None, int] = {}
+    for run in runs:
+        owners[run.owner] = owners.get(run.owner, 0) + 1
     return Boundary(
         scheduled=boundary,
         runs=len(runs),
@@ -389,6 +430,7 @@ def _measure(svc: Services, clock: ShiftedClock, boundary: datetime.datetime) ->
         drained_s=(max(ends) - boundary).total_seconds() if ends else float("nan"),
         runs_per_s=len(ends) / span if span > 0 else float("nan"),
         statuses=statuses,
+        by_runner=sorted(owners.values(), reverse=True),
     )
 
 
@@ -403,7 +445,8 @@ def print_execution(results: list[Boundary], expected: int) -> bool:
             f"p50 {statistics.median(b.delay_began):.2f} s, p99 {pct(b.delay_began, 0.99):.2f} s,"
             f" max {max(b.delay_began):.2f} s; to claim p50 "
             f"{statistics.median(b.delay_claimed):.2f} s, p99 {pct(b.delay_claimed, 0.99):.2f} s;"
-            f" drained {b.drained_s:.1f} s after the tick; {b.runs_per_s:.1f} runs/s"
+            f" drained {b.drained_s:.1f} s after the tick; {b.runs_per_s:.1f} runs/s;"
+            f" runs per runner {b.by_runner}"
         )
     warm = results[1:] or results
     delays = [d for b in warm for d in b.delay_began]
@@ -428,6 +471,221 @@ def print_execution(results: list[Boundary], expected: int) -> bool:
     return ok
 
 
+# -- 3. throughput: runs/s on one node, warm workers --------------------------------------
+
+
+@dataclass
+class Throughput:
+    runs: int
+    wall_s: float
+    cpu_s: float  # this process (the runner, its threads, the pool)
+    worker_cpu_s: float  # the workers' processes (sandbox, interpreter, handler)
+    statuses: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.wall_s
+
+
+def workers_cpu(pool: WorkerPool) -> float:
+    """Return the CPU seconds (user + system) the pool's live workers used so far, each
+    worker's whole process tree (bwrap, its init, the interpreter)."""
+    ticks = 0
+    for worker in list(pool.workers.values()):
+        pid = worker.process.pid
+        for each in [pid, *descendants(pid)]:
+            with suppress(OSError):
+                fields = proc_stat(each)
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def queue_runs(svc: Services, modules: int, jobs: int, count: int, at: datetime.datetime) -> None:
+    """Queue `count` manual runs of the installed modules' jobs, due at `at`, round robin."""
+    rows = [
+        {
+            "module": f"exec-{i % modules:02d}",
+            "job": f"job{(i // modules) % jobs}",
+            "version": "1.0.0",
+            "trigger": "manual",
+            "scheduled_at": at + timedelta(microseconds=i),  # a run now is unique per instant
+            "not_before": at,
+            "attempt": 1,
+            "status": "queued",
+            "log": "",
+            "created_at": at,
+        }
+        for i in range(count)
+    ]
+    svc.jobs.store.enqueue_many(rows)
+
+
+async def drive_throughput(
+    svc: Services, modules: int, jobs: int, count: int, rounds: int
+) -> list[Throughput]:
+    """Queue `count` runs at once and let the runner execute them (as when a slot frees:
+    no tick in between), `rounds` times after a warm-up that starts every worker."""
+    pool = WorkerPool(
+        svc.settings.data_dir,
+        PoolLimits(
+            max_workers=svc.settings.max_workers, idle_seconds=svc.settings.worker_idle_seconds
+        ),
+    )
+    runner = JobRunner(
+        svc.registry,
+        pool,
+        svc.jobs.runtime_for,
+        JobLimits(
+            concurrency=svc.settings.job_concurrency,
+            per_module=svc.settings.job_concurrency_per_module,
+        ),
+    )
+    with svc.db.write() as session:
+        session.execute(delete(JobRun))
+    out = []
+    try:
+        await runner.tick(datetime.datetime.now(UTC))  # jobs loaded, lease taken
+        for n in [modules * 2] + [count] * rounds:  # the first starts every worker
+            at = datetime.datetime.now(UTC) - timedelta(seconds=1)
+            queue_runs(svc, modules, jobs, n, at)
+            wall, cpu, spent = time.perf_counter(), time.process_time(), workers_cpu(pool)
+            while True:
+                now = datetime.datetime.now(UTC)
+                if runner.lease.due(now):  # as `tick` does: no claim without the lease
+                    await asyncio.to_thread(runner.lease.keep, now)
+                await runner.execute_ready(now)
+                await runner.drain()
+                if _settled(svc):
+                    break
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            spent = workers_cpu(pool) - spent
+            with svc.db.write() as session:
+                statuses = dict(
+                    session.execute(
+                        select(JobRun.status, func.count(JobRun.id)).group_by(JobRun.status)
+                    ).all()
+                )
+                session.execute(delete(JobRun))
+            if n == count:
+                out.append(Throughput(n, wall, cpu, spent, statuses))
+    finally:
+        await pool.close()
+    return out
+
+
+def _settled(svc: Services) -> bool:
+    with svc.db.read() as session:
+        left = session.scalar(
+            select(func.count(JobRun.id)).where(JobRun.status.in_(("queued", "running")))
+        )
+    return not left
+
+
+def print_throughput(results: list[Throughput], slots: int) -> bool:
+    for i, r in enumerate(results):
+        print(
+            f"    round {i + 1}: {r.runs} runs {r.statuses} in {r.wall_s:.2f} s = "
+            f"{r.rate:.0f} runs/s; overhead per run {1000 / r.rate:.2f} ms "
+            f"({slots} slots: {slots * 1000 / r.rate:.1f} ms per run per slot); "
+            f"CPU per run: {r.cpu_s * 1000 / r.runs:.2f} ms in the server process, "
+            f"{r.worker_cpu_s * 1000 / r.runs:.2f} ms in the workers"
+        )
+    rate = statistics.median([r.rate for r in results])
+    ok = rate >= RATE_TARGET and all(r.statuses == {"succeeded": r.runs} for r in results)
+    cpu = statistics.median([(r.cpu_s + r.worker_cpu_s) * 1000 / r.runs for r in results])
+    print(
+        f"    median {rate:.0f} runs/s = {1000 / rate:.2f} ms of platform overhead per trivial"
+        f" run; >= {RATE_TARGET} runs/s (<= {1000 / RATE_TARGET:.0f} ms per run): {verdict(ok)}"
+    )
+    print(
+        f"    CPU per run, server and workers together: {cpu:.2f} ms (median); on "
+        f"{usable_cores()} idle cores that is a ceiling of {usable_cores() * 1000 / cpu:.0f}"
+        " runs/s (not a measurement: the machine is shared)"
+    )
+    return ok
+
+
+# -- 4. two nodes: a second runner process on the same database ---------------------------
+
+
+def node_main(url: str, data_dir: str, offset_file: str, stop_file: str) -> None:
+    """A second node's job runner (a process of its own): the runner loop of `JobRunner.run`
+    on the clock the benchmark shifts (read from `offset_file` at each tick), until
+    `stop_file` appears."""
+    settings = Settings(
+        data_dir=Path(data_dir),
+        database_url=url,
+        secret_key=SECRET,
+        scheduler=False,
+        pip_offline=True,
+        operation_wait_seconds=300,
+    )
+    svc = Services.start(settings)
+    offset = [0.0]
+
+    def clock() -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(time.time() + offset[0], UTC)
+
+    async def loop() -> None:
+        pool = WorkerPool(
+            settings.data_dir,
+            PoolLimits(max_workers=settings.max_workers, idle_seconds=settings.worker_idle_seconds),
+        )
+        runner = JobRunner(
+            svc.registry,
+            pool,
+            svc.jobs.runtime_for,
+            JobLimits(
+                concurrency=settings.job_concurrency,
+                per_module=settings.job_concurrency_per_module,
+            ),
+            clock=clock,
+        )
+        try:
+            while not Path(stop_file).exists():
+                with suppress(OSError, ValueError):
+                    offset[0] = float(Path(offset_file).read_text())
+                await runner.tick(clock())
+                await asyncio.sleep(1.0 - clock().timestamp() % 1.0)
+            await runner.drain()
+        finally:
+            runner.lease.release()
+            await pool.close()
+
+    try:
+        asyncio.run(loop())
+    finally:
+        svc.close()
+
+
+@contextmanager
+def second_node(svc: Services, folder: Path) -> Iterator[tuple[Path, Path]]:
+    """Start a second runner process on `svc`'s database and data dir; yield the files of
+    its clock offset and its stop signal."""
+    offset_file, stop_file = folder / "node-offset", folder / "node-stop"
+    offset_file.write_text("0")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--node",
+            svc.db.url,
+            str(svc.settings.data_dir),
+            str(offset_file),
+            str(stop_file),
+        ]
+    )
+    try:
+        yield offset_file, stop_file
+    finally:
+        stop_file.write_text("stop")
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -442,21 +700,37 @@ def machine() -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--node"]:  # the second node of phase 4 (a process of its own)
+        node_main(*sys.argv[2:6])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=1000, help="scheduler: modules")
     parser.add_argument("--jobs", type=int, default=10, help="jobs per module")
     parser.add_argument("--minutes", type=int, default=3, help="scheduler: simulated minutes")
     parser.add_argument("--exec-modules", type=int, default=20, help="execution: modules")
     parser.add_argument("--boundaries", type=int, default=3, help="execution: minute boundaries")
+    parser.add_argument("--runs", type=int, default=3000, help="throughput: runs queued at once")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds")
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--phase", choices=("scheduler", "execution", "both"), default="both")
+    parser.add_argument(
+        "--phase",
+        default="all",
+        help="scheduler, execution, throughput, nodes (two nodes, PostgreSQL only), several"
+        " joined by commas; both = scheduler,execution; all = every phase",
+    )
     args = parser.parse_args()
+    known = {"scheduler", "execution", "throughput", "nodes"}
+    aliases = {"both": {"scheduler", "execution"}, "all": known}
+    phases = set().union(*(aliases.get(p, {p}) for p in args.phase.split(",")))
+    if phases - known:
+        parser.error(f"--phase: unknown phase(s) {', '.join(sorted(phases - known))}")
     kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     for line in machine():
         print(line)
     verdicts: list[tuple[str, bool]] = []
+    expected = args.exec_modules * args.jobs
     for kind in kinds:
-        if args.phase in ("scheduler", "both"):
+        if "scheduler" in phases:
             total = args.modules * args.jobs
             print(
                 f"\n1. SCHEDULER ALONE on {kind}: {args.modules:,} modules x {args.jobs} jobs "
@@ -471,25 +745,51 @@ def main() -> None:
                     result = asyncio.run(drive_scheduler(svc, args.minutes))
                     ok = print_scheduler(result, total)
                     verdicts.append((f"scheduler CPU, {kind}", ok))
-        if args.phase in ("execution", "both"):
-            expected = args.exec_modules * args.jobs
+        two_nodes = "nodes" in phases and kind == "postgresql"
+        if not phases & {"execution", "throughput"} and not two_nodes:
+            continue
+        with fresh_services(kind) as fresh:
+            if fresh is None:
+                continue
+            folder, svc = fresh
+            took = install_modules(svc, folder, args.exec_modules, args.jobs)
             print(
-                f"\n2. EXECUTION on {kind}: {args.exec_modules} modules x {args.jobs} jobs = "
-                f"{expected} runs per minute boundary in real workers, trivial handlers, "
-                f"real clock shifted to {args.boundaries} boundaries, ticks on whole seconds "
-                "as in JobRunner.run, 8 runs at once, 2 per module"
+                f"\n  setup on {kind}: {args.exec_modules} bundles installed and enabled "
+                f"in {took:.1f} s"
             )
-            with fresh_services(kind) as fresh:
-                if fresh is not None:
-                    folder, svc = fresh
-                    took = install_modules(svc, folder, args.exec_modules, args.jobs)
-                    print(
-                        f"  setup: {args.exec_modules} bundles installed and enabled "
-                        f"in {took:.1f} s"
-                    )
-                    results = asyncio.run(drive_execution(svc, args.boundaries))
-                    ok = print_execution(results, expected)
-                    verdicts.append((f"firing delay, {kind}", ok))
+            if "execution" in phases:
+                print(
+                    f"\n2. FIRING DELAY on {kind}: {args.exec_modules} modules x {args.jobs} "
+                    f"jobs = {expected} runs per minute boundary in real workers, trivial "
+                    f"handlers, real clock shifted to {args.boundaries} boundaries (about 3 s "
+                    "of waiting each), ticks on whole seconds as in JobRunner.run, 8 runs at "
+                    "once, 2 per module, one node"
+                )
+                results = asyncio.run(drive_execution(svc, args.boundaries))
+                ok = print_execution(results, expected)
+                verdicts.append((f"firing delay, {kind}, one node", ok))
+            if "throughput" in phases:
+                print(
+                    f"\n3. THROUGHPUT on {kind}: {args.runs} trivial runs queued at once across"
+                    f" {args.exec_modules} modules, warm workers, one node, "
+                    f"{svc.settings.job_concurrency} runs at once, "
+                    f"{svc.settings.job_concurrency_per_module} per module, {args.rounds} rounds"
+                )
+                rates = asyncio.run(
+                    drive_throughput(svc, args.exec_modules, args.jobs, args.runs, args.rounds)
+                )
+                ok = print_throughput(rates, svc.settings.job_concurrency)
+                verdicts.append((f"runs/s, {kind}, one node", ok))
+            if two_nodes:
+                print(
+                    f"\n4. FIRING DELAY on {kind} with TWO NODES: as 2., with a second runner "
+                    "process (its own worker pool) on the same database and data dir; the "
+                    "first boundary starts both nodes' workers"
+                )
+                with second_node(svc, folder) as (offset_file, _):
+                    results = asyncio.run(drive_execution(svc, args.boundaries + 1, offset_file))
+                ok = print_execution(results, expected)
+                verdicts.append((f"firing delay, {kind}, two nodes", ok))
     print(f"\nload average after: {load_average()}")
     print("summary:")
     for name, ok in verdicts:
