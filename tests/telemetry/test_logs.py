@@ -10,6 +10,7 @@ import re
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,16 @@ def test_a_line_outside_a_request_has_only_its_own_fields() -> None:
     assert (line["level"], line["logger"]) == ("INFO", "modhub.test")
     assert line["message"] == "plain \x1b[31m text\nsecond line"  # escaped: still one line
     assert line["time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("created", [1764970005.0, 1764970005.999, 1764970006.0004, 86400.5])
+def test_the_time_is_utc_to_the_millisecond(created: float) -> None:
+    formatter = JsonFormatter()
+    for moment in (created - 1, created):  # the second's text is kept between lines
+        line = record("x")
+        line.created = moment
+        expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(line))["time"] == expected
 
 
 def test_a_line_inside_a_request_carries_its_fields_and_a_traceback() -> None:

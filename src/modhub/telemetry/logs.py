@@ -13,12 +13,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from modhub.telemetry import tracing
 from modhub.telemetry.context import current
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # The request's fields, in this order, after time, level, logger and message.
 FIELDS = ("requestId", "user", "module", "route", "method", "status", "durationMs")
+# One encoder for every line: json.dumps with options builds a new one a call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,9 +32,11 @@ class JsonFormatter(logging.Formatter):
     A record may carry more fields in `extra={"fields": {...}}`; they win over the request's.
     """
 
+    _stamp: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -47,12 +52,20 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _ENCODER.encode(line)
+
+    def _time(self, created: float) -> str:
+        """Return `created` in ISO 8601, UTC, to the millisecond (the second's text is kept:
+        a busy server writes many lines a second)."""
+        second = int(created)
+        kept, prefix = self._stamp  # one attribute: threads never see half an update
+        if second != kept:
+            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._stamp = (second, prefix)
+        return f"{prefix}.{int((created - second) * 1000):03d}+00:00"
 
 
 def _trace_ids() -> dict[str, str]:
-    from modhub.telemetry import tracing
-
     if tracing.tracer() is None:
         return {}
     return tracing.current_ids()

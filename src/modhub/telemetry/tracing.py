@@ -99,7 +99,11 @@ def instrument_app(app: FastAPI) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider)
+    # Without its per-message "http send"/"http receive" spans: three spans a request
+    # where one says what an operator needs, at a third of the cost.
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=_provider, exclude_spans=["receive", "send"]
+    )
 
 
 def instrument_engine(engine: Engine) -> None:
