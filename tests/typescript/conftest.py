@@ -12,6 +12,7 @@ from modhub.lifecycle import typescript
 from modhub.lifecycle.environment import PackageIndex, create_env
 from modhub.sandbox import ModuleRuntime
 from tests.sandbox.conftest import Sandbox
+from tests.web.conftest import browser, page  # noqa: F401 (Chromium, for the console test)
 
 MODULES = Path(__file__).parent / "modules"
 ATTACKS = "handlers/attacks.ts"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect
 from typer.testing import CliRunner
 
 from modhub.cli import app
@@ -22,6 +23,7 @@ from tests.e2e.test_module_services import EXAMPLES, M, install
 from tests.lifecycle.conftest import wait_for
 from tests.lifecycle.test_recovery import Node
 from tests.typescript.conftest import requires_node
+from tests.web.test_console import log_in
 
 pytestmark = requires_node
 M_TS = "vmware-vcenter-ts"
@@ -36,19 +38,25 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         stop_server(server)
 
 
-def test_the_typescript_vmware_example_works_like_the_python_one(
-    node: Node, tmp_path: Path
-) -> None:
-    for name in ("core-auth", "vmware-vcenter-ts"):  # copied: an upload packs beside the folder
-        shutil.copytree(EXAMPLES / name, tmp_path / name)
-    install(node, tmp_path / "core-auth")
-    node.upload(tmp_path / "vmware-vcenter-ts")
+@pytest.fixture(scope="module")
+def vmware(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    """Install core-auth and vmware-vcenter-ts (configured, ENABLED) on the server, once."""
+    folder = tmp_path_factory.mktemp("examples")
+    for name in ("core-auth", M_TS):  # copied: an upload packs beside the folder
+        shutil.copytree(EXAMPLES / name, folder / name)
+    install(node, folder / "core-auth")
+    node.upload(folder / M_TS)
     config = {"vcenterHost": "vc.example", "vcenterUsername": "ops", "vcenterPassword": "pw"}
-    assert node.http.put("/modules/vmware-vcenter-ts/config", json={"config": config}).is_success
-    response = node.http.put("/modules/vmware-vcenter-ts/status", json={"status": "ENABLED"})
+    assert node.http.put(f"/modules/{M_TS}/config", json={"config": config}).is_success
+    response = node.http.put(f"/modules/{M_TS}/status", json={"status": "ENABLED"})
     if response.status_code == 202:
         node.finish(response)
-    assert node.module("vmware-vcenter-ts")["status"] == "ENABLED"
+    assert node.module(M_TS)["status"] == "ENABLED"
+    return node
+
+
+def test_the_typescript_vmware_example_works_like_the_python_one(vmware: Node) -> None:
+    node = vmware
 
     before = node.http.get(f"{M}/vmware-vcenter-ts/vms")
     assert before.status_code == 200, before.text
@@ -91,12 +99,26 @@ def test_the_typescript_vmware_example_works_like_the_python_one(
     # react-dom (npm ci of its package-lock.json), served as one ES module with mount/unmount.
     [entry] = [e for e in node.http.get("/ui/navigation").json() if e["module"] == M_TS]
     assert entry["componentUrl"] == f"/ui/modules/{M_TS}/pages/VMwareDashboard.tsx"
-    page = httpx.get(node.server.url + entry["componentUrl"])
-    assert page.status_code == 200, page.text[:300]
-    assert page.headers["content-type"].startswith("text/javascript")
-    assert re.search(r"export\s*\{\w+ as mount,\s*\w+ as unmount\}", page.text)
-    assert "createRoot" in page.text or "_internalRoot" in page.text  # react-dom, bundled
-    assert "import " not in page.text[:200]  # nothing left to fetch (no CDN)
+    bundle = httpx.get(node.server.url + entry["componentUrl"])
+    assert bundle.status_code == 200, bundle.text[:300]
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert re.search(r"export\s*\{\w+ as mount,\s*\w+ as unmount\}", bundle.text)
+    assert "createRoot" in bundle.text or "_internalRoot" in bundle.text  # react-dom, bundled
+    assert "import " not in bundle.text[:200]  # nothing left to fetch (no CDN)
+
+
+def test_the_console_mounts_the_react_page(vmware: Node, page: Page) -> None:
+    run = vmware.http.post(f"/modules/{M_TS}/jobs/sync-inventory/run").json()
+    wait_for(
+        lambda: vmware.http.get(f"/jobs/runs/{run['id']}").json()["status"] == "succeeded",
+        what="the sync",
+    )
+    log_in(page, vmware.server, "/m/vmware-vcenter-ts/vmware-ts")
+    frame = page.frame_locator("iframe.module-frame")
+    # The React component fetched the module's route through the console's bridge.
+    expect(frame.get_by_role("table")).to_be_visible()
+    expect(frame.get_by_role("cell", name="web-01")).to_be_visible()
+    expect(frame.get_by_role("cell", name="poweredOff").first).to_be_visible()
 
 
 @pytest.mark.parametrize("lang", ["typescript", "python"])
@@ -111,7 +133,7 @@ def test_a_new_module_answers_its_route_at_once(node: Node, tmp_path: Path, lang
     assert first.status_code == 200, first.text
     assert first.json() == {"message": "Hello, admin!", "count": 1}
     assert node.http.get(f"{M}/{name}/hello").json()["count"] == 2
-    page = node.http.get("/ui/navigation").json()
-    assert [entry["componentUrl"] for entry in page if entry["module"] == name] == [
+    navigation = node.http.get("/ui/navigation").json()
+    assert [entry["componentUrl"] for entry in navigation if entry["module"] == name] == [
         f"/ui/modules/{name}/ui/pages/Main.js"
     ]

@@ -267,10 +267,14 @@ def test_endless_loop_times_out_and_the_worker_is_killed(node_sandbox: Sandbox) 
 
 def test_process_exit_fails_only_its_request(node_sandbox: Sandbox) -> None:
     quitter = node_runtime(node_sandbox, unique("ts-quitter"))
+    bystander = node_runtime(node_sandbox, unique("ts-bystander"))
 
     async def body(pool: WorkerPool) -> None:
+        await answer_json(pool, bystander, OK)
+        task = asyncio.create_task(route(pool, quitter, f"{ATTACKS}:exit"))
+        assert await bystander_keeps_answering(pool, bystander, task) > 0
         with pytest.raises(WorkerUnavailable, match="worker stopped"):
-            await route(pool, quitter, f"{ATTACKS}:exit")
+            await task
         assert "exit code 3" in "\n".join(pool.logs[quitter.name])
         assert (await recovered(pool, quitter))["ok"] is True
 
@@ -309,6 +313,7 @@ def test_the_data_dir_and_secrets_are_out_of_sight(node_sandbox: Sandbox) -> Non
     if not uses_bubblewrap():
         pytest.skip("only bubblewrap hides the data dir (rlimits keep the host's view)")
     runtime = node_runtime(node_sandbox, unique("ts-snoop"))
+    bystander = node_runtime(node_sandbox, unique("ts-bystander"))
     secret = node_sandbox.data_dir / "secret.key"
     secret.write_text("do not read")
     (node_sandbox.data_dir / "modhub.db").write_text("database")
@@ -329,6 +334,7 @@ def test_the_data_dir_and_secrets_are_out_of_sight(node_sandbox: Sandbox) -> Non
         assert who["shell"] == str(who["uid"])
         network = await answer_json(pool, runtime, f"{ATTACKS}:network")
         assert "refused" in network  # no network unless the manifest allows it
+        assert (await answer_json(pool, bystander, OK))["ok"] is True
 
     with_pool(node_sandbox, body)
 
