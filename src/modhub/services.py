@@ -154,6 +154,7 @@ class Services:
         )
         events.listeners.append(dispatcher.wake)
         registry.observers.append(PlatformEvents(events))  # modhub/module.* events
+        registry.listeners.append(events.catalogs.invalidate)
         materializer = Materializer(
             lifecycle,
             served=lambda: {
@@ -247,7 +248,9 @@ class Services:
         node changes the registry (PostgreSQL; None on SQLite or when turned off)."""
         if self.db.dialect != "postgresql" or not self.settings.listen_changes:
             return None
-        return ChangeListener(self.db.url, [self.sync.wake, self.jobs.wake])
+        return ChangeListener(
+            self.db.url, [self.sync.wake, self.jobs.wake, self.events.catalogs.invalidate]
+        )
 
     def event_listener(self) -> ChangeListener | None:
         """Return a listener that wakes the event dispatcher whenever another node emits

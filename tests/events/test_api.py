@@ -51,7 +51,11 @@ def test_list_filters_and_shows_each_subscribers_state(
     client: TestClient, tokens: dict[str, str], world: dict[str, Any]
 ) -> None:
     headers = bearer(tokens["viewer"])
-    page = client.get("/api/v1/events", headers=headers).json()
+    everything = client.get("/api/v1/events", headers=headers).json()
+    # The platform's own events (modules enabled while the world was made) are listed too.
+    assert {e["source"] for e in everything["items"]} == {world["source"], "modhub"}
+    page = client.get("/api/v1/events", params={"source": world["source"]}, headers=headers)
+    page = page.json()
     assert page["total"] == 3
     assert [e["name"] for e in page["items"]] == ["thing.gone", "thing.happened", "thing.happened"]
     newest = page["items"][1]

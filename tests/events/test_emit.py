@@ -90,7 +90,7 @@ def test_a_bad_event_raises_event_invalid_in_the_handler_and_stores_nothing(
     assert answer["status"] == 422
     assert answer["error"] == "EventInvalid"
     assert answer["message"].startswith(field), answer["message"]
-    assert services.events.store.search()["total"] == 0
+    assert services.events.store.search(source=source)["total"] == 0
     assert deliveries(services) == []
 
 

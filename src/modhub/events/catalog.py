@@ -7,7 +7,9 @@ the subscribers the database knows, whatever this node has loaded.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,17 +70,33 @@ def read_catalog(db: Database, fingerprint: tuple[int, str] | None) -> Catalog:
 
 
 class Catalogs:
-    """The current catalog, re-read when the registry's fingerprint moves (thread-safe)."""
+    """The current catalog, re-read when the registry's fingerprint moves (thread-safe).
 
-    def __init__(self, registry: Registry) -> None:
+    The fingerprint is asked at most every `max_age` seconds (an emit must not pay for a
+    registry read each time); a change on this node (a registry listener) or a node's
+    notification (PostgreSQL) calls `invalidate`, so only a change on another node whose
+    notification is lost waits up to `max_age`.
+    """
+
+    def __init__(self, registry: Registry, max_age: float = 0.5) -> None:
         self.registry = registry
+        self.max_age = max_age
         self._catalog = Catalog()
+        self._checked = -math.inf
         self._lock = threading.Lock()
+
+    def invalidate(self, *_: object) -> None:
+        """Ask the registry again on the next `current` (safe from any thread)."""
+        self._checked = -math.inf
 
     def current(self) -> Catalog:
         """Return the catalog as the registry is now."""
-        fingerprint = self.registry.fingerprint()
+        now = time.monotonic()
         catalog = self._catalog
+        if now - self._checked < self.max_age:
+            return catalog
+        fingerprint = self.registry.fingerprint()
+        self._checked = now
         if catalog.fingerprint == fingerprint:
             return catalog
         with self._lock:

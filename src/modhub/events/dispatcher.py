@@ -22,6 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from modhub import metrics
 from modhub.errors import HandlerTimeout, ModhubError, NotFound
@@ -168,9 +169,10 @@ class Dispatcher:
 
     async def _deliver_run(self, run: list[Claimed], catalog: Catalog) -> None:
         done: list[int] = []
+        configs: dict[str, dict[str, Any]] = {}  # read once a run: one subscriber's
         try:
             for k, delivery in enumerate(run):
-                if not await self._deliver(delivery, catalog):
+                if not await self._deliver(delivery, catalog, configs):
                     rest = [d.id for d in run[k + 1 :]]
                     await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
                     self.delivered += len(done)
@@ -186,7 +188,9 @@ class Dispatcher:
         self.delivered += len(done)
         self.wake()  # the pair's next deliveries may be waiting behind this run
 
-    async def _deliver(self, delivery: Claimed, catalog: Catalog) -> bool:
+    async def _deliver(
+        self, delivery: Claimed, catalog: Catalog, configs: dict[str, dict[str, Any]]
+    ) -> bool:
         """Run one attempt; return whether the run may go on (delivered, or dead)."""
         subscriber = catalog.subscription(delivery.subscriber, f"{delivery.source}/{delivery.name}")
         if subscriber is None:
@@ -194,10 +198,16 @@ class Dispatcher:
             return True
         subscription = subscriber.subscription
         try:
-            runtime = await asyncio.to_thread(self._runtime, subscriber.module, subscriber.version)
+            key = (subscriber.module, subscriber.version)
+            runtime = self._runtimes.get(key) if key in self._runtimes else None
+            if key not in self._runtimes:
+                runtime = await asyncio.to_thread(self._runtime, *key)
             if runtime is None:
                 raise ModhubError(f"module '{subscriber.module}' has no code to run")
-            config = await asyncio.to_thread(self.registry.config_for_code, subscriber.module)
+            config = configs.get(subscriber.module)
+            if config is None:
+                config = await asyncio.to_thread(self.registry.config_for_code, subscriber.module)
+                configs[subscriber.module] = config
             timeout_ms = subscription.timeout or runtime.timeout_ms
             context = CallerContext(
                 module=runtime.name,
