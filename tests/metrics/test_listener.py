@@ -27,10 +27,8 @@ def test_the_metrics_address_serves_without_a_token(services: Services) -> None:
         assert answer.status_code == 200
         samples = parse(answer.text)
         assert value(samples, "modhub_database_up") == 1
-        assert value(samples, "modhub_cluster_nodes", status="up") >= 0
-        assert (
-            any(name == "modhub_modules" for name, _ in samples) or "modhub_modules" in answer.text
-        )
+        assert "# TYPE modhub_modules gauge" in answer.text  # the database's metrics
+        assert "# TYPE modhub_http_requests_total counter" in answer.text  # the process's
     finally:
         server.shutdown()
         server.server_close()
