@@ -641,11 +641,13 @@ def node_main(url: str, data_dir: str, offset_file: str, stop_file: str) -> None
             ),
             clock=clock,
         )
+        ready = Path(offset_file).with_name("node-ready")
         try:
             while not Path(stop_file).exists():
                 with suppress(OSError, ValueError):
                     offset[0] = float(Path(offset_file).read_text())
                 await runner.tick(clock())
+                ready.touch()  # its jobs are loaded and its lease taken
                 await asyncio.sleep(1.0 - clock().timestamp() % 1.0)
             await runner.drain()
         finally:
@@ -676,6 +678,11 @@ def second_node(svc: Services, folder: Path) -> Iterator[tuple[Path, Path]]:
         ]
     )
     try:
+        deadline = time.monotonic() + 300  # a busy machine starts it slowly
+        while not (folder / "node-ready").exists():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the second node did not start")
+            time.sleep(0.2)
         yield offset_file, stop_file
     finally:
         stop_file.write_text("stop")
