@@ -81,8 +81,8 @@ BREAKS: tuple[Break, ...] = (
     Break(
         "a module's limit lets one run too many through",
         CLAIM,
-        "            if running.get(claim.module, 0) >= per_module:\n",
-        "            if running.get(claim.module, 0) > per_module:\n",
+        "        if running.get(claim.module, 0) >= per_module:\n",
+        "        if running.get(claim.module, 0) > per_module:\n",
         ("tests/jobs/test_cluster.py::test_claimers_racing_for_one_module_never_pass_its_limit",),
     ),
     Break(
