@@ -310,6 +310,9 @@ class JobRunner:
         the runs finished meanwhile); the run keeps its slot until then."""
         if task.cancelled():  # cancelled before it began
             outcome = Outcome(run.id, "cancelled", self.clock(), error="cancelled")
+        elif (exc := task.exception()) is not None:  # a bug of ours: the run still ends
+            log.error("job run %s failed unexpectedly", run.id, exc_info=exc)
+            outcome = Outcome(run.id, "failed", self.clock(), error=f"internal error: {exc}")
         else:
             outcome = task.result()
         self._outcomes.append(outcome)
