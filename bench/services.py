@@ -17,6 +17,10 @@ Run with `.venv/bin/python bench/services.py [--ops N] [--calls N] [--no-postgre
    - a module-to-module call: `GET /m/bench-callee/ping` from this client and
      `GET /m/bench-kv/relay` (which calls it), `--calls` requests each, alternating, one
      client; the added p50 is relay minus direct.
+3. In this process, without workers or HTTP: the store service's own cost of a `get` and a
+   `set` on each database (`--ops` calls each through `modhub.sandbox.channel.serve`, on an
+   event loop, as a worker's call frame reaches it): what the server spends per call, apart
+   from the channel's hops, and so what a loaded machine's scheduling adds on top.
 Targets (issue 12, SQLite): get/set p50 <= 0.3 ms and p99 <= 2 ms; >= 5,000 sets/s from one
 module; a call adds <= 1 ms at p50.
 """
@@ -201,6 +205,47 @@ def measure(
     }
 
 
+def in_process(database_url: str, ops: int) -> dict[str, Any]:
+    """Time the store service's get and set in this process (µs p50 and p99)."""
+    import asyncio
+
+    from modhub.db import Database, upgrade
+    from modhub.sandbox.channel import CallerContext, serve
+    from modhub.store import ModuleStore
+    from modhub.store.channel import StoreService
+
+    db = Database(database_url)
+    upgrade(db.engine)
+    store = ModuleStore(db)
+    services = {"store": StoreService(store, lambda module, version: 64 * 1024 * 1024).handle}
+    contexts = {1: CallerContext(module="bench", version="1.0.0", user=None, job="j", deadline=0)}
+
+    async def timed(op: str, args: Any) -> list[float]:
+        times = []
+        for i in range(ops):
+            message = {"call": i, "rid": 1, "service": "store", "op": op, "args": args(i)}
+            start = time.perf_counter_ns()
+            reply = await serve(services, contexts, message, "bench")
+            times.append((time.perf_counter_ns() - start) / 1000)
+            assert reply["ok"], reply
+        return times
+
+    async def both() -> tuple[list[float], list[float]]:
+        sets = await timed("set", lambda i: {"key": f"k{i % 100}", "value": {"v": i}})
+        gets = await timed("get_entry", lambda i: {"key": f"k{i % 100}"})
+        return gets, sets
+
+    try:
+        gets, sets = asyncio.run(both())
+    finally:
+        store.close()
+        db.dispose()
+    return {
+        "get": (percentile(gets, 50), percentile(gets, 99)),
+        "set": (percentile(sets, 50), percentile(sets, 99)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ops", type=int, default=5000, help="store calls per measurement")
@@ -211,14 +256,21 @@ def main() -> None:
     print(machine_summary())
     print(software("sqlalchemy", "psycopg", "uvicorn"))
     print(f"load average at start: {load_average()}")
-    results = []
+    results, inside = [], []
     with tempfile.TemporaryDirectory(prefix="modhub-bench-services-") as folder:
         tmp = Path(folder)
         results.append(measure("SQLite", None, tmp, args.ops, args.calls))
+        inside.append(("SQLite", in_process(f"sqlite:///{tmp / 'in-process.db'}", args.ops)))
         pg = None if args.no_postgres else postgres_database()
         if pg is not None:
             try:
                 results.append(measure("PostgreSQL", pg, tmp, args.ops, args.calls))
+            finally:
+                drop_database(pg)
+        pg = None if args.no_postgres else postgres_database()
+        if pg is not None:
+            try:
+                inside.append(("PostgreSQL", in_process(pg, args.ops)))
             finally:
                 drop_database(pg)
     print(f"load average at end: {load_average()}")
@@ -234,6 +286,13 @@ def main() -> None:
             f"| {r['set'][1]:.3f} | {r['sets_per_second']:.0f} | {r['direct']:.2f} "
             f"| {r['relayed']:.2f} | {r['relayed'] - r['direct']:.2f} |"
         )
+    print()
+    print("In this process (the store service alone, no worker, no HTTP):")
+    print("| database | get p50 µs | get p99 µs | set p50 µs | set p99 µs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, figures in inside:
+        get, put = figures["get"], figures["set"]
+        print(f"| {name} | {get[0]:.0f} | {get[1]:.0f} | {put[0]:.0f} | {put[1]:.0f} |")
     sqlite = results[0]
     print()
     print("Targets (SQLite):")
