@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from modhub.auth import AuthService
 from modhub.auth.roles import seed_roles
@@ -201,6 +203,11 @@ class Services:
             events=events,
             dispatcher=dispatcher,
         )
+
+        async def job_failed(failure: dict[str, Any]) -> None:
+            await asyncio.to_thread(events.emit_platform, "job.failed", failure)
+
+        services.jobs.failed.append(job_failed)  # modhub/job.failed
         services.nodes = NodeRegistry(
             db,
             heartbeat=timedelta(seconds=settings.node_heartbeat_seconds),

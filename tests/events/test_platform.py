@@ -74,3 +74,39 @@ def _folder(root: Path, manifest: dict[str, Any]) -> Path:
     from tests.events.conftest import EMIT_ROUTE, write_module
 
     return write_module(root, manifest, {"routes/emit.py": EMIT_ROUTE})
+
+
+def test_a_job_failing_its_last_attempt_emits_job_failed(services: Services, sources: Path) -> None:
+    watch = install(
+        services,
+        sources,
+        {
+            "name": unique("watch"),
+            "version": "1.0.0",
+            "displayName": "watch",
+            "capabilities": {
+                "events": {
+                    "subscribes": [{"event": "modhub/job.failed", "handler": "events/record.py"}]
+                }
+            },
+        },
+    )
+    manifest = emitter(unique("jobs"))
+    manifest["capabilities"]["jobs"] = {"handlers": [{"name": "boom", "handler": "events/fail.py"}]}
+    failing = install(services, sources, manifest)
+
+    async def body(rig: Rig) -> None:
+        runner = services.jobs
+        runner.pool = rig.pool  # this loop's workers
+        run = runner.run_now(failing, "boom")
+        await runner.tick(runner.clock())
+        await runner.drain()
+        await rig.settle()
+        records = [r for r in seen(services, watch) if r["name"] == "job.failed"]
+        assert [(r["source"], r["payload"]["module"], r["payload"]["job"]) for r in records] == [
+            ("modhub", failing, "boom")
+        ]
+        assert records[0]["payload"]["runId"] == run.id
+        assert records[0]["payload"]["status"] == "failed"
+
+    with_rig(services, body)

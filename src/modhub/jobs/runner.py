@@ -11,7 +11,7 @@ import functools
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -98,6 +98,8 @@ class JobRunner:
         self._loaded = False
         self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._outcomes: list[Outcome] = []  # finished runs waiting for a round to record
+        # Told of each run that failed its last attempt (the platform's modhub/job.failed).
+        self.failed: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         self._settler: asyncio.Task[None] | None = None
         self._full = False  # the last round claimed all the room it had: more may be ready
         self._configs = ConfigReader(registry.box)
@@ -352,7 +354,24 @@ class JobRunner:
                 "created_at": utc_now(),
             }
         lines = "\n".join(_after(logs, mark))
+        if retry is None and status in ("failed", "timed_out"):
+            await self._tell_failed(run, spec, status, error)
         return Outcome(run.id, status, now, result, error, lines, retry)
+
+    async def _tell_failed(self, run: Claim, spec: JobSpec, status: str, error: str | None) -> None:
+        failure = {
+            "module": spec.module,
+            "job": spec.job.name,
+            "runId": run.id,
+            "attempt": run.attempt,
+            "status": status,
+            "error": error,
+        }
+        for listener in self.failed:
+            try:
+                await listener(failure)
+            except Exception:  # a listener's failure must not lose the run's outcome
+                log.exception("telling of the failed run %s failed", run.id)
 
     async def _call(
         self, run: Claim, spec: JobSpec, config: dict[str, Any] | None
