@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from modhub.backup import BackupError, Manifest, restore_backup, take_backup
 from modhub.cli.app import app, err, load_settings, out
 from modhub.errors import ModhubError
+
+if TYPE_CHECKING:
+    from modhub.backup import Manifest
 
 DataDir = Annotated[
     Path | None,
@@ -44,6 +46,8 @@ def backup(
 ) -> None:
     """Write a consistent backup of the database, the stored bundles and the key's check
     value to FILE (mode 0600) while the servers run."""
+    from modhub.backup import BackupError, take_backup  # not paid by every other command
+
     settings = load_settings(data_dir=data_dir)
     try:
         manifest = take_backup(settings, file, include_key=include_key)
@@ -82,6 +86,8 @@ def restore(
 ) -> None:
     """Restore a backup into an empty data dir (and an empty MODHUB_DATABASE_URL database),
     then migrate it to this version's schema."""
+    from modhub.backup import BackupError, restore_backup  # not paid by every other command
+
     settings = load_settings(data_dir=data_dir)
     try:
         manifest = restore_backup(settings, file, key_file=key_file)
