@@ -797,17 +797,14 @@ def test_validate_a_valid_manifest(client: TestClient, tokens: dict[str, str]) -
     assert client.get(f"{API}/modules", headers=bearer(tokens["viewer"])).json()["total"] == 0
 
 
-def test_validate_the_seeds_example_warns_about_its_typescript_handler(
+def test_validate_the_seeds_example_with_its_typescript_handler(
     client: TestClient, admin: dict[str, str]
 ) -> None:
     response = client.post(f"{API}/modules/validate", json=SEED_TEST1, headers=admin)
 
     body = response.json()
     assert response.status_code == 200
-    assert body["valid"] is True
-    assert body["errors"] == []
-    assert [w["path"] for w in body["warnings"]] == ["/capabilities/api/routes/0/handler"]
-    assert all(set(w) == {"path", "code", "message"} for w in body["warnings"])
+    assert body == {"valid": True, "errors": [], "warnings": []}  # .ts runs in the Node worker
 
 
 REDOS = {"type": "string", "validation": {"pattern": "^(a+)+$"}}

@@ -193,13 +193,20 @@ def test_other_method_is_405_with_allow(client: TestClient) -> None:
     assert body["allowed"] == ["GET", "HEAD", "POST"]
 
 
-def test_typescript_handler_is_501_naming_it(fake: FakeServices, tmp_path: Path) -> None:
-    m = manifest("seed", capabilities=api(route("GET", "/hello", "handlers/hello.ts")))
+def test_a_handler_no_worker_runs_is_501_naming_it(fake: FakeServices, tmp_path: Path) -> None:
+    m = manifest("seed", capabilities=api(route("GET", "/hello", "handlers/hello.cjs")))
     fake.enable(build_module_routes(m, make_runtime(tmp_path, m)))
     body = problem(TestClient(make_app(fake)).get(f"{M}/seed/hello", headers=auth()), 501)
-    assert "handlers/hello.ts" in body["detail"]
-    assert body["handler"] == "handlers/hello.ts"
+    assert "handlers/hello.cjs" in body["detail"]
+    assert body["handler"] == "handlers/hello.cjs"
     assert fake.pool.calls == []
+
+
+def test_a_typescript_handler_goes_to_the_pool(fake: FakeServices, tmp_path: Path) -> None:
+    m = manifest("seed", capabilities=api(route("GET", "/hello", "handlers/hello.ts")))
+    fake.enable(build_module_routes(m, make_runtime(tmp_path, m)))
+    TestClient(make_app(fake)).get(f"{M}/seed/hello", headers=auth())
+    assert [call.handler for call in fake.pool.calls] == ["handlers/hello.ts"]
 
 
 def test_module_without_code_is_501(fake: FakeServices) -> None:

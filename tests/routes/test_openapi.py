@@ -17,7 +17,7 @@ VMS = manifest(
         route("GET", "/vms", "handlers/list.py", permissions=["vmware:read"]),
         route("POST", "/vms", "handlers/create.py", description="Create a VM"),
         route("GET", "/vms/:id/disks/{disk}", "handlers/disk.py"),
-        route("GET", "/", "handlers/root.ts"),
+        route("GET", "/", "handlers/root.cjs"),
     ),
 )
 

@@ -133,14 +133,21 @@ def test_python_handlers_with_code_are_runnable(tmp_path: Path) -> None:
     assert routes.title == "Vmware module"
 
 
-def test_typescript_handler_is_not_runnable(tmp_path: Path) -> None:
+def test_typescript_handler_is_runnable_in_the_node_worker(tmp_path: Path) -> None:
     m = manifest("seed", capabilities=api(route("GET", "/hello", "handlers/hello.ts")))
+    routes = build_module_routes(m, make_runtime(tmp_path, m))
+    (hello,) = routes.routes
+    assert hello.handler_runnable
+
+
+def test_a_commonjs_handler_is_not_runnable(tmp_path: Path) -> None:
+    m = manifest("seed", capabilities=api(route("GET", "/hello", "handlers/hello.cjs")))
     routes = build_module_routes(m, make_runtime(tmp_path, m))
     (hello,) = routes.routes
     assert not hello.handler_runnable
     assert hello.missing is not None
-    assert "handlers/hello.ts" in hello.missing
-    assert "not a Python file" in hello.missing
+    assert "handlers/hello.cjs" in hello.missing
+    assert "not a Python, TypeScript or JS file" in hello.missing
 
 
 def test_module_without_code_is_not_runnable(tmp_path: Path) -> None:

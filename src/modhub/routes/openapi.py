@@ -22,7 +22,7 @@ _PROBLEMS = {
     404: "The module is not enabled, or has no such route",
     405: "The path exists for other methods",
     500: "The handler raised; the problem carries the request id",
-    501: "The handler cannot run (no code, or not a Python file)",
+    501: "The handler cannot run (no code, or not a Python, TypeScript or JavaScript file)",
     502: "The module answered something the platform refuses",
     503: "The module's worker is down or restarting",
     504: "The handler did not answer within the module's timeout",
