@@ -88,7 +88,7 @@ def launch(data_dir: Path, port: int, env: dict[str, str]) -> LiveServer:
         stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", data_dir, env, process, log)
-    wait_healthy(server.url, 60, process, server.output)
+    wait_healthy(server.url, 120, process, server.output)  # a start on a busy machine
     return server
 
 
