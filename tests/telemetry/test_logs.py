@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from modhub import telemetry
 from modhub.telemetry.logs import JsonFormatter
@@ -130,6 +131,25 @@ def test_a_problem_without_authentication_carries_the_request_id(platform: Platf
     (line,) = platform.logs.find(logger="modhub.access", requestId="no-token-1")
     assert "user" not in line
     assert line["status"] == 401
+
+
+def test_an_unexpected_error_is_a_500_with_the_request_id(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(platform.services.registry, "list_modules", broken)
+    client = TestClient(platform.client.app, raise_server_exceptions=False)  # as uvicorn does
+    response = client.get(f"{API}/modules", headers={**platform.admin, "X-Request-ID": "bug-1"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "bug-1"
+    assert response.json()["requestId"] == "bug-1"
+    (logged,) = platform.logs.find(logger="modhub.api", requestId="bug-1")
+    assert logged["level"] == "ERROR"
+    assert "RuntimeError: a bug of ours" in logged["exception"]
+    (access,) = platform.logs.find(logger="modhub.access", requestId="bug-1")
+    assert access["status"] == 500
 
 
 @pytest.mark.parametrize("path", ["/hello", "/ahello"])

@@ -28,8 +28,8 @@ from modhub.api.shutdown import ShutdownWatch
 from modhub.routes import install_openapi, module_router
 from modhub.services import Services
 from modhub.settings import Settings
+from modhub.telemetry import middleware as request_context
 from modhub.telemetry import tracing
-from modhub.telemetry.middleware import RequestContext
 from modhub.web import console_router, ui_api_router
 
 API_PREFIX = "/api/v1"
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(console_router)  # last: its catch-all serves the console
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RelativeRedirects)  # never a redirect to the Host header's name
-    # Outermost: every answer, a 413 of the body limit too, carries the request's id.
-    app.add_middleware(RequestContext, access_log=settings.log_format == "json")
-    tracing.instrument_app(app)
+    tracing.instrument_app(app)  # its span inside the request's context: the next line
+    # Outermost: every answer, a 413 of the body limit and a 500 too, carries the request's id.
+    request_context.install(app, access_log=settings.log_format == "json")
     return app

@@ -19,7 +19,17 @@ from modhub.telemetry.context import current
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # The request's fields, in this order, after time, level, logger and message.
-FIELDS = ("requestId", "user", "module", "route", "method", "status", "durationMs")
+FIELDS = (
+    "requestId",
+    "user",
+    "module",
+    "route",
+    "method",
+    "status",
+    "durationMs",
+    "traceId",
+    "spanId",
+)
 # One encoder for every line: json.dumps with options builds a new one a call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 

@@ -7,8 +7,10 @@ import logging
 import time
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modhub.telemetry import tracing
 from modhub.telemetry.context import REQUEST_ID_HEADER, bind, request_id_from
 
 access = logging.getLogger("modhub.access")
@@ -61,6 +63,8 @@ class RequestContext:
             async def send_with_id(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     fields["status"] = message["status"]
+                    if tracing.tracer() is not None:  # the request's span, for its lines
+                        fields.update(tracing.current_ids())
                     headers = [(k, v) for k, v in message.get("headers", ()) if k != _HEADER]
                     headers.append((_HEADER, rid.encode()))
                     message = {**message, "headers": headers}
@@ -72,6 +76,18 @@ class RequestContext:
                 if self.access_log:
                     fields.setdefault("route", self.template(scope))
                     _log_access(scope, fields, time.perf_counter() - started)
+
+
+def install(app: Starlette, *, access_log: bool = False) -> None:
+    """Put `RequestContext` around the whole of `app`, outside Starlette's own error
+    middleware (`add_middleware` would put it inside): an unexpected error's 500 then
+    carries the request's id too, in its header, its problem document and its log line."""
+    build = app.build_middleware_stack
+
+    def build_stack() -> ASGIApp:
+        return RequestContext(build(), access_log=access_log)
+
+    app.build_middleware_stack = build_stack  # type: ignore[method-assign]
 
 
 def _log_access(scope: Scope, fields: dict[str, Any], seconds: float) -> None:
