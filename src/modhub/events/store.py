@@ -396,21 +396,6 @@ class EventStore:
                 raise NotFound(f"no event {event_id}", event=event_id)
             return public(event, _deliveries(session, [event_id]).get(event_id, []))
 
-    def recent_deliveries(self, subscriber: str, limit: int = 20) -> list[dict[str, Any]]:
-        """Return a subscriber's latest deliveries, newest first (the console's module page)."""
-        with self.db.read() as session:
-            rows = session.execute(
-                select(EventDelivery, Event.name)
-                .join(Event, Event.id == EventDelivery.event_id)
-                .where(EventDelivery.subscriber == subscriber)
-                .order_by(EventDelivery.id.desc())
-                .limit(max(1, min(limit, MAX_PAGE)))
-            ).all()
-        return [
-            {**delivery_public(d), "eventId": d.event_id, "event": f"{d.source}/{name}"}
-            for d, name in rows
-        ]
-
 
 def _deliveries(session: Session, ids: list[int]) -> dict[int, list[EventDelivery]]:
     found: dict[int, list[EventDelivery]] = {}
