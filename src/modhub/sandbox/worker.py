@@ -8,7 +8,8 @@ and `no_new_privs` with `setpriv` before the interpreter is exec'd, so nothing a
 ships (not even a `.pth` file of a dependency) runs with more than the module's rights.
 
 Wire format, both directions: a 4-byte big-endian length, then a JSON object.
-Requests:  {"id", "kind": "route"|"job"|"event"|"ping", "handler", "payload", "config"}
+Requests:  {"id", "kind": "route"|"job"|"event"|"ping", "handler", "payload", "config",
+            "requestId" (its module log lines name it), "traceparent" (W3C, when traced)}
 Responses: {"id", "ok": true, "status", "headers", "body" (base64), "contentType"}
            {"id", "ok": true, "result"}                       (jobs, events)
            {"id", "ok": false, "error": "not_found"|"exception", "message"}
