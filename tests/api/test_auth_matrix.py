@@ -28,7 +28,11 @@ READ, WRITE, ADMIN, USERS = "modules:read", "modules:write", "modules:admin", "u
 METRICS = "metrics:read"
 ANY_USER = "any authenticated user"
 # What each role may do, as the design brief states it (not as the code computes it).
-GRANTS = {"viewer": {READ}, "operator": {READ, WRITE}, "admin": {READ, WRITE, ADMIN, USERS, METRICS}}
+GRANTS = {
+    "viewer": {READ},
+    "operator": {READ, WRITE},
+    "admin": {READ, WRITE, ADMIN, USERS, METRICS},
+}
 
 # (method, path, body, permission needed; None = public)
 ENDPOINTS: list[tuple[str, str, Any, str | None]] = [
