@@ -11,18 +11,23 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modhub.events import EventInvalid
+from modhub.registry import Status
 from modhub.sandbox.channel import CallerContext
 from modhub.services import Services
 from tests.conftest import bearer
 from tests.events.conftest import (
+    ACTOR,
+    EMIT_ROUTE,
     Rig,
     deliveries,
     emitter,
     install,
     seen,
+    set_status,
     subscriber,
     unique,
     with_rig,
+    write_module,
 )
 
 
@@ -121,3 +126,64 @@ def test_a_module_emits_only_as_itself_whatever_the_frame_says(
     for op in ("list", "get", "redeliver", "search", "__init__"):
         with pytest.raises(EventInvalid, match="no operation"):
             asyncio.run(services.events.handle(caller(sink), op, {"id": done["id"]}))
+
+
+FORGE = '''
+import fcntl, json, os, struct, time
+
+
+def handler(request):
+    """Hand-made frames on the protocol pipe: emit as the victim, read its events."""
+    out = next(
+        int(fd) for fd in os.listdir("/proc/self/fd")
+        if int(fd) > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+        and fcntl.fcntl(int(fd), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    )
+    victim = request.query["victim"]
+    frames = []
+    for rid in [*range(1, 50), 10**9, "victim", None]:
+        for op, args in [
+            ("emit", {"name": "thing.happened", "payload": {"n": 666}, "source": victim,
+                      "module": victim}),
+            ("list", {"source": victim}),
+            ("get", {"id": 1}),
+        ]:
+            frames.append({"call": 10**6 + len(frames), "rid": rid, "service": "events",
+                           "op": op, "module": victim, "args": args})
+    for frame in frames:
+        data = json.dumps(frame).encode()
+        os.write(out, struct.pack(">I", len(data)) + data)
+    time.sleep(0.5)  # the server answers each; none is this request's own call
+    return {"sent": len(frames)}
+'''
+
+
+def test_crafted_frames_never_emit_as_another_module_nor_read_its_events(
+    services: Services, sources: Path, client: TestClient, tokens: dict[str, str]
+) -> None:
+    victim = install(services, sources, emitter(unique("victim")))
+    forger_manifest = emitter(unique("forger"))
+    forger_manifest["capabilities"]["api"]["routes"].append(
+        {"method": "POST", "path": "/forge", "handler": "routes/forge.py"}
+    )
+    written = write_module(
+        sources, forger_manifest, {"routes/emit.py": EMIT_ROUTE, "routes/forge.py": FORGE}
+    )
+    services.lifecycle.add_bundle(written, actor=ACTOR)
+    set_status(services, forger_manifest["name"], Status.ENABLED)
+    sink = install(services, sources, subscriber(unique("sub"), victim))
+    emit(client, tokens["admin"], victim, "thing.happened", {"n": 1})
+    answer = client.post(
+        f"/api/v1/m/{forger_manifest['name']}/forge",
+        params={"victim": victim},
+        headers=bearer(tokens["admin"]),
+    )
+    assert answer.status_code == 200, answer.text
+    # The victim has its one event; the victim's subscriber has one delivery.
+    assert [e["payload"] for e in services.events.store.search(source=victim)["items"]] == [
+        {"n": 1}
+    ]
+    assert len(deliveries(services, subscriber=sink)) == 1
+    # Any forged emit that got through was the forger's own (its rid was one of its requests).
+    forged = services.events.store.search(source=forger_manifest["name"])["items"]
+    assert all(e["payload"] == {"n": 666} for e in forged)
