@@ -70,31 +70,25 @@ def test_a_handler_emits_and_a_subscriber_handles_it_in_its_worker(
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "payload", "field"),
-    [
-        ("thing.happened", {"vm": "no n"}, "payload: "),
-        ("thing.happened", {"n": "seven"}, "payload/n: "),
-        ("thing.happened", {"n": 1, "extra": True}, "payload: "),
-        ("thing.undeclared", {"n": 1}, "name: "),
-        ("Not A Name", {"n": 1}, "name: "),
-    ],
-)
+BAD = [
+    ("thing.happened", {"vm": "no n"}, "payload: "),
+    ("thing.happened", {"n": "seven"}, "payload/n: "),
+    ("thing.happened", {"n": 1, "extra": True}, "payload: "),
+    ("thing.undeclared", {"n": 1}, "name: "),
+    ("Not A Name", {"n": 1}, "name: "),
+]
+
+
 def test_a_bad_event_raises_event_invalid_in_the_handler_and_stores_nothing(
-    services: Services,
-    sources: Path,
-    client: TestClient,
-    tokens: dict[str, str],
-    name: str,
-    payload: object,
-    field: str,
+    services: Services, sources: Path, client: TestClient, tokens: dict[str, str]
 ) -> None:
     source = install(services, sources, emitter(unique("src")))
     install(services, sources, subscriber(unique("sub"), source))
-    answer = emit(client, tokens["admin"], source, name, payload)
-    assert answer["status"] == 422
-    assert answer["error"] == "EventInvalid"
-    assert answer["message"].startswith(field), answer["message"]
+    for name, payload, field in BAD:  # one module pair for every case: installs are slow
+        answer = emit(client, tokens["admin"], source, name, payload)
+        assert answer["status"] == 422, (name, payload)
+        assert answer["error"] == "EventInvalid"
+        assert answer["message"].startswith(field), answer["message"]
     assert services.events.store.search(source=source)["total"] == 0
     assert deliveries(services) == []
 
