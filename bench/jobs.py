@@ -72,7 +72,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -86,13 +85,13 @@ from common import (
     SECRET,
     cpu_model,
     load_average,
+    postgres_database,
     proc_stat,
     software,
     usable_cores,
     utc_now,
     verdict,
 )
-from modhub.db import Database, upgrade
 from modhub.db.models import JobRun, Module
 from modhub.jobs import JobLimits, JobRunner
 from modhub.registry import Status
@@ -101,7 +100,6 @@ from modhub.sandbox.launch import descendants
 from modhub.services import Services
 from modhub.settings import Settings
 
-PG_ADMIN_URL = os.environ.get("MODHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CPU_TARGET = 0.05  # of one core
 DELAY_TARGET = 1.0  # seconds, p99
 RATE_TARGET = 1000  # trivial runs a second on one node (issue 13: <= 5 ms overhead per run)
@@ -128,26 +126,8 @@ def database(kind: str, folder: Path) -> Iterator[str | None]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'bench.db'}"
         return
-    import psycopg
-
-    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
-    name = f"modhub_bench_jobs_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        print(f"  PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}; skipped")
-        yield None
-        return
-    url = f"{admin}/{name}"
-    db = Database(url)
-    upgrade(db.engine)
-    db.dispose()
-    try:
+    with postgres_database("modhub_bench_jobs") as url:
         yield url
-    finally:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
