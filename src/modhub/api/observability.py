@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +26,7 @@ from modhub.metrics.exposition import render
 from modhub.metrics.memory import WorkerSampler
 from modhub.services import Services
 from modhub.settings import Settings
+from modhub.telemetry.templates import RouteTemplates
 
 router = APIRouter(tags=["system"])
 MetricsReader = Annotated[Principal, Depends(require(Permission.METRICS_READ))]
@@ -38,22 +38,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._templates: dict[int, str] | None = None  # route object → its full template
-
-    def template(self, scope: Scope) -> str | None:
-        """Return the full path template of the route `scope` reached (None: no route)."""
-        route = scope.get("route")
-        if route is None:
-            return None
-        if self._templates is None:
-            # An included router's route knows its path without the prefix: the app's
-            # route contexts give the full one. The routes are fixed once the app serves.
-            self._templates = {
-                id(context.original_route): context.path_format
-                for context in iter_route_contexts(scope["app"].routes)
-                if context.path_format
-            }
-        return self._templates.get(id(route)) or getattr(route, "path", None)
+        self.template = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modhub.telemetry import tracing
 from modhub.telemetry.context import REQUEST_ID_HEADER, bind, request_id_from
+from modhub.telemetry.templates import RouteTemplates
 
 access = logging.getLogger("modhub.access")
 _HEADER = REQUEST_ID_HEADER.lower().encode()
@@ -28,24 +29,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
         self.app = app
         self.access_log = access_log
-        self._templates: dict[int, str] | None = None  # route object → its full template
-
-    def template(self, scope: Scope) -> str | None:
-        """Return the full path template of the route `scope` reached (None: no route)."""
-        route = scope.get("route")
-        if route is None:
-            return None
-        if self._templates is None:
-            from fastapi.routing import iter_route_contexts
-
-            # An included router's route knows its path without the prefix: the app's
-            # route contexts give the full one. The routes are fixed once the app serves.
-            self._templates = {
-                id(context.original_route): context.path_format
-                for context in iter_route_contexts(scope["app"].routes)
-                if context.path_format
-            }
-        return self._templates.get(id(route)) or getattr(route, "path", None)
+        self.template = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
