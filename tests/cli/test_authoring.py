@@ -22,6 +22,15 @@ def test_sdk_types_prints_the_shipped_definitions() -> None:
         assert name in outcome.stdout
 
 
+def test_the_typescript_example_carries_the_current_definitions() -> None:
+    # The example keeps a copy for editors (what `modhub sdk types > modhub.d.ts` writes):
+    # it must not drift from the contract the Node worker implements.
+    root = Path(__file__).parents[2]
+    example = root / "examples" / "modules" / "vmware-vcenter-ts" / "modhub.d.ts"
+    shipped = root / "src" / "modhub" / "sdk" / "modhub.d.ts"
+    assert example.read_text() == shipped.read_text()
+
+
 @pytest.mark.parametrize("lang", ["python", "typescript"])
 def test_module_new_writes_a_valid_module_with_a_passing_test(tmp_path: Path, lang: str) -> None:
     folder = tmp_path / "inventory-tool"
