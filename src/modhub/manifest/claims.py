@@ -13,7 +13,20 @@ from modhub.manifest.result import Findings
 # Scopes the platform's own permissions use or will use (`modules:read`, `users:admin`, ...):
 # no module may declare a permission in them, whatever its name.
 RESERVED_SCOPES = frozenset(
-    {"modules", "users", "roles", "tokens", "jobs", "system", "audit", "auth", "admin", "modhub"}
+    {
+        "modules",
+        "users",
+        "roles",
+        "tokens",
+        "jobs",
+        "system",
+        "audit",
+        "auth",
+        "admin",
+        "modhub",
+        "metrics",
+        "events",
+    }
 )
 
 
