@@ -16,6 +16,7 @@ import pytest
 
 from modhub.sandbox import ModuleRuntime, WorkerPool
 from modhub.sdk import (
+    Events,
     HandlerNotFound,
     JobContext,
     ModuleCalls,
@@ -140,10 +141,13 @@ def test_vmware_create_vm_keeps_the_vm_stamped_by_core_auth() -> None:
         headers={"content-type": "application/json"},
         store=store,
         modules=ModuleCalls(fake_core_auth),
+        events=(events := Events.in_memory()),
     )
     response = call_handler(VMWARE, "handlers/create_vm.py", request)
     assert response.status == 201
     vm = response.json
+    fields = ("id", "name", "cpus", "memoryMb", "createdBy")
+    assert events.emitted == [("vm.created", {k: vm[k] for k in fields})]
     assert vm["id"].startswith("vm-")
     assert {k: v for k, v in vm.items() if k != "id"} == {
         "name": "web-03",
