@@ -208,7 +208,7 @@ def test_a_method_an_operation_lacks_is_never_served(
         concrete = next(
             p.replace("{victim}", "1")
             for _, p, _, _ in [*ENDPOINTS, *MORE]
-            if template(path).match(p.replace("{victim}", "1"))
+            if template(path).match(p.replace("{victim}", "1").partition("?")[0])
         )
         for method in sorted(set(METHODS) - documented - {"HEAD"}):
             for caller in ("none", "viewer", "admin"):
