@@ -3,6 +3,7 @@ that the stored data goes too (a real browser against a real server with the exa
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -20,8 +21,12 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server with the examples, and three keys in vmware-vcenter's store."""
-    server = serve_examples(tmp_path_factory.mktemp("storage"), EXAMPLES)
+    """A server with core-auth and vmware-vcenter (no dependent, such as notify, that would
+    refuse vmware-vcenter's removal), and three keys in vmware-vcenter's store."""
+    folder = tmp_path_factory.mktemp("storage")
+    for name in ("core-auth", "vmware-vcenter"):
+        shutil.copytree(EXAMPLES / name, folder / "examples" / name)
+    server = serve_examples(folder, folder / "examples")
     db = Database(Settings(data_dir=server.data_dir).db_url)
     store = ModuleStore(db)
     for index in range(3):
