@@ -107,7 +107,9 @@ def test_route_gets_the_request_and_chooses_status_headers_and_body(
             "shared": "from lib/shared.ts",
         }
         assert await answer_json(pool, runtime, f"{ATTACKS}:default") == {"default": True}
-        assert "INFO module: echo called by ada" in pool.logs[runtime.name]
+        # The call's request id labels its log lines, as in the Python worker.
+        rid = echoed["requestId"]
+        assert f"INFO module [request {rid}]: echo called by ada" in pool.logs[runtime.name]
 
     with_pool(node_sandbox, body)
 

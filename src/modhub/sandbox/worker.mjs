@@ -19,6 +19,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 
@@ -32,10 +33,25 @@ const SOURCES = [".ts", ".mts", ".js", ".mjs"];
 
 // -- module output: console and process.stdout go to stderr (the module log) ------------------
 
+// What a log line written while a call runs says of it, as the Python worker does:
+// " [request <id>]" or " [run <id>]", and " trace <trace id>" when the server traces the call
+// (the frame's traceparent). Each call runs in its own async context, so concurrent calls
+// keep their own labels.
+const serving = new AsyncLocalStorage();
+
+function label(message) {
+  const rid = String(message.requestId ?? "");
+  if (!rid) return "";
+  const trace = String(message.traceparent ?? "").split("-");
+  const traced = trace.length === 4 && trace[1].length === 32 ? ` trace ${trace[1]}` : "";
+  return ` [${message.kind === "job" ? "run" : "request"} ${rid}${traced}]`;
+}
+
 function logLine(level, args) {
   const text = format(...args);
+  const tag = serving.getStore() ?? "";
   for (const line of text.split("\n")) {
-    process.stderr.write(`${level} module: ${line}\n`);
+    process.stderr.write(`${level} module${tag}: ${line}\n`);
   }
 }
 
@@ -328,12 +344,14 @@ async function run(root, message) {
 async function handle(root, message) {
   let answer;
   try {
-    answer = await run(root, message);
+    answer = await serving.run(label(message), () => run(root, message));
   } catch (error) {
     if (error instanceof HandlerNotFound) {
       answer = { ok: false, error: "not_found", message: error.message };
     } else {
-      log.error(`handler ${message.handler} failed:\n${error?.stack ?? String(error)}`);
+      serving.run(label(message), () =>
+        log.error(`handler ${message.handler} failed:\n${error?.stack ?? String(error)}`),
+      );
       answer = { ok: false, error: "exception", message: error?.name ?? typeof error };
     }
   }
