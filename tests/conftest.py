@@ -6,6 +6,7 @@ under MODHUB_REQUIRE_SERVICES=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -247,3 +249,30 @@ def live_server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     server = start_server(tmp_path / "data", database_url)
     yield server
     stop_server(server)
+
+
+def write_module_folder(
+    root: Path,
+    name: str,
+    routes: list[dict[str, Any]],
+    handlers: dict[str, str],
+    **extra: Any,
+) -> Path:
+    """Write module `name` (1.0.0) under `root`: `routes`, a job `tick` (jobs/tick.py), the
+    `handlers` files (path → text) and any `extra` manifest keys; return its folder."""
+    folder = root / name
+    data = {
+        "name": name,
+        "version": "1.0.0",
+        "displayName": name,
+        "capabilities": {
+            "api": {"routes": routes},
+            "jobs": {"handlers": [{"name": "tick", "handler": "jobs/tick.py"}]},
+        },
+        **extra,
+    }
+    for path, text in handlers.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
+    (folder / "module.json").write_text(json.dumps(data))
+    return folder

@@ -3,7 +3,6 @@ database: SQLite and PostgreSQL), and reading a scrape."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,14 @@ from modhub.auth import credentials
 from modhub.registry import Status
 from modhub.services import Services
 from modhub.settings import Settings
-from tests.conftest import PASSWORD, SECRET, bearer, emptied, session_database
+from tests.conftest import (
+    PASSWORD,
+    SECRET,
+    bearer,
+    emptied,
+    session_database,
+    write_module_folder,
+)
 
 ACTOR = "tester"
 MODULE = "metered"
@@ -44,22 +50,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def write_module(root: Path, name: str, **extra: Any) -> Path:
     """Write module `name` with the routes, a job and the handlers above."""
-    folder = root / name
-    data = {
-        "name": name,
-        "version": "1.0.0",
-        "displayName": name,
-        "capabilities": {
-            "api": {"routes": ROUTES},
-            "jobs": {"handlers": [{"name": "tick", "handler": "jobs/tick.py"}]},
-        },
-        **extra,
-    }
-    for path, text in HANDLERS.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_text(text)
-    (folder / "module.json").write_text(json.dumps(data))
-    return folder
+    return write_module_folder(root, name, ROUTES, HANDLERS, **extra)
 
 
 @dataclass

@@ -27,7 +27,14 @@ from modhub.services import Services
 from modhub.settings import Settings
 from modhub.telemetry import tracing
 from modhub.telemetry.logs import JsonFormatter
-from tests.conftest import PASSWORD, SECRET, bearer, emptied, session_database
+from tests.conftest import (
+    PASSWORD,
+    SECRET,
+    bearer,
+    emptied,
+    session_database,
+    write_module_folder,
+)
 
 ACTOR = "tester"
 MODULE = "watched"
@@ -91,21 +98,7 @@ class Platform:
 
 
 def write_module(root: Path) -> Path:
-    folder = root / MODULE
-    data = {
-        "name": MODULE,
-        "version": "1.0.0",
-        "displayName": MODULE,
-        "capabilities": {
-            "api": {"routes": ROUTES},
-            "jobs": {"handlers": [{"name": "tick", "handler": "jobs/tick.py"}]},
-        },
-    }
-    for path, text in HANDLERS.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_text(text)
-    (folder / "module.json").write_text(json.dumps(data))
-    return folder
+    return write_module_folder(root, MODULE, ROUTES, HANDLERS)
 
 
 def platform_of(request: pytest.FixtureRequest, root: Path, *, traced: bool) -> Iterator[Platform]:
