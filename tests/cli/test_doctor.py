@@ -61,3 +61,29 @@ def test_doctor_says_when_no_module_code_may_start(
         assert "rlimits and a scrubbed environment only" in output
     assert "wheels only" in output
     assert "memory 512 MB" in output
+
+
+def test_doctor_names_node_and_esbuild(tmp_path: Path) -> None:
+    output = doctor(tmp_path)
+
+    assert re.search(r"node v\d+\.\d+", output)  # make test installs Node.js
+    assert re.search(r"esbuild \d+\.\d+\.\d+ \(", output)
+
+
+def test_doctor_says_how_to_install_a_missing_esbuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODHUB_NODE_TOOLS", str(tmp_path / "nowhere"))
+
+    output = doctor(tmp_path)
+
+    assert "esbuild none: esbuild is not installed in" in output
+    assert "MODHUB_NODE_TOOLS" in output
+
+
+def test_doctor_says_when_node_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node on it
+
+    output = doctor(tmp_path)
+
+    assert "node none: Node.js (`node`) is not installed" in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -13,9 +14,11 @@ from rich.table import Table
 
 from modhub import __version__
 from modhub.cli.app import app, load_settings, out
-from modhub.lifecycle.environment import uv_bin
+from modhub.errors import WorkerUnavailable
+from modhub.lifecycle.environment import InstallError, uv_bin
+from modhub.lifecycle.typescript import esbuild_package, tools_dir
 from modhub.sandbox.cgroups import Cgroups
-from modhub.sandbox.launch import bwrap_path, isolation
+from modhub.sandbox.launch import bwrap_path, isolation, node_binary
 
 
 @app.command()
@@ -78,12 +81,33 @@ def doctor(
     table.add_row("modhub", __version__)
     table.add_row("python", f"{platform.python_version()} ({platform.python_implementation()})")
     table.add_row("uv", _version([uv_bin(), "--version"]))
+    table.add_row("node", _node())
+    table.add_row("esbuild", _esbuild())
     table.add_row(
         "data dir",
         f"{settings.data_dir} ({'exists' if settings.data_dir.exists() else 'not created yet'})",
     )
     table.add_row("database", settings.db_url.split("@")[-1])
     out.print(table)
+
+
+def _node() -> str:
+    """Say which Node.js runs TypeScript/JavaScript handlers, or that none can run."""
+    try:
+        node = node_binary()
+    except WorkerUnavailable as exc:
+        return f"none: {exc} (apt-get install nodejs)"
+    return f"{_version([str(node), '--version'])} ({node})"
+
+
+def _esbuild() -> str:
+    """Say which esbuild compiles .ts/.tsx at install, or how to install it."""
+    try:
+        package = esbuild_package()
+    except InstallError as exc:
+        return f"none: {exc}"
+    version = json.loads((package / "package.json").read_text()).get("version", "?")
+    return f"{version} ({tools_dir()})"
 
 
 def _version(argv: list[str]) -> str:
