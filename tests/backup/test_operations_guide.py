@@ -43,8 +43,8 @@ def test_the_guide_links_to_files_that_exist() -> None:
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if "://" not in target:
             assert (GUIDE.parent / target).exists(), target
-    for anchor in re.findall(r"\]\(architecture\.md#([^)]+)\)", text):
-        headings = (ROOT / "docs" / "architecture.md").read_text().splitlines()
+    for page, anchor in re.findall(r"\]\(([a-z-]+\.md)#([^)]+)\)", text):
+        headings = (ROOT / "docs" / page).read_text().splitlines()
         slugs = {
             re.sub(r"[^a-z0-9 -]", "", h.lstrip("#").strip().lower()).replace(" ", "-")
             for h in headings

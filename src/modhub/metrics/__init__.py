@@ -1,6 +1,6 @@
 """Prometheus metrics: what other components call to record (one call at each point),
-and what a scrape answers. See docs/metrics.md for every metric and docs/architecture.md
-("Metrics") for the choice of labels and the multi-process mode."""
+and what a scrape answers. See docs/metrics.md for every metric and docs/observability.md
+("Metrics and readiness") for the choice of labels and the multi-process mode."""
 
 from modhub.metrics.record import (
     UNMATCHED,

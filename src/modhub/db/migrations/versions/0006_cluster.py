@@ -5,7 +5,7 @@ Revises: 0005
 Create Date: 2026-12-05
 
 Only new tables and one nullable column: nodes on 0005 keep working beside nodes on 0006
-(docs/architecture.md, "Upgrading modhub in a cluster").
+(docs/cluster.md, "Upgrading modhub in a cluster").
 """
 
 from __future__ import annotations

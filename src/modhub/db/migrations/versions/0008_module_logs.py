@@ -5,7 +5,7 @@ Revises: 0007
 Create Date: 2026-12-05
 
 One new table only: nodes on 0007 keep working beside nodes on 0008 (their modules' logs
-stay in their memory; docs/architecture.md, "Upgrading modhub in a cluster").
+stay in their memory; docs/cluster.md, "Upgrading modhub in a cluster").
 """
 
 from __future__ import annotations
