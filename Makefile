@@ -50,7 +50,7 @@ test: lint typecheck system-deps
 	$(BIN)/pytest -n 2 --dist loadfile -q --durations=15
 
 bench: install system-deps
-	@for script in validate api lifecycle routes jobs services cluster metrics typescript telemetry; do \
+	@for script in validate api lifecycle routes jobs services events cluster metrics typescript telemetry; do \
 		if [ -f bench/$$script.py ]; then echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; fi; \
 	done
 
