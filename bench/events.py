@@ -8,9 +8,10 @@ In one process (the server's own code, no HTTP): services on a temporary data di
 source module declaring `tick` (payload schema: an object with an integer `n`) and a
 subscriber whose handler returns at once (in the latency phase it first notes the
 wall-clock time it started in its store, by event id); its worker is a real sandboxed worker. Then:
-1. emit cost: `--burst` emits, one after another, through the `events` service as a worker's
-   call reaches it (check against the declared schema, the event and its delivery committed);
-   p50 and p99. Delivery is off meanwhile.
+1. emit cost: `--burst` emits, one after another, awaited through the `events` service's
+   handler as a worker's call reaches it (`EventService.handle`: the check against the
+   declared schema, the event and its delivery committed); p50 and p99. Delivery is off
+   meanwhile.
 2. delivered/s: the dispatcher (started after the burst) delivers the `--burst` events
    already stored; the time from its start to the last delivered row.
 3. latency: with the dispatcher running, `--rate` emits per second for `--seconds`; for each
@@ -40,6 +41,7 @@ from common import (
     verdict,
 )
 from modhub.registry import Status
+from modhub.sandbox.channel import CallerContext
 from modhub.services import Services
 from modhub.settings import Settings
 
@@ -120,11 +122,12 @@ async def measure(svc: Services, burst: int, rate: float, seconds: float) -> dic
     await asyncio.gather(runner, return_exceptions=True)
     await svc.dispatcher.drain()
 
-    # 1. emit cost, delivery off.
+    # 1. emit cost, delivery off: the awaited service call a worker's emit reaches.
+    context = CallerContext("bench-source", "1.0.0", None, None, time.monotonic() + 3600)
     costs = []
     for n in range(burst):
         start = time.perf_counter()
-        events.emit("bench-source", "1.0.0", {"name": "tick", "payload": {"n": n}})
+        await events.handle(context, "emit", {"name": "tick", "payload": {"n": n}})
         costs.append((time.perf_counter() - start) * 1000)
 
     # 2. delivered/s of the stored burst.

@@ -139,7 +139,7 @@ class Services:
         pool.services["modules"] = ModuleCalls(
             registry, routes, pool, configs, max_body_bytes=settings.max_body_bytes
         ).handle
-        events = EventService(registry, EventStore(db))
+        events = EventService(registry, EventStore(db, store.writes))  # one writer
         pool.services["events"] = events.handle
         lease = timedelta(seconds=settings.event_lease_seconds)
         dispatcher = Dispatcher(

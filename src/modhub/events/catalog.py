@@ -89,6 +89,13 @@ class Catalogs:
         """Ask the registry again on the next `current` (safe from any thread)."""
         self._checked = -math.inf
 
+    def fresh(self) -> Catalog | None:
+        """Return the catalog when `current` would without asking the registry, else None
+        (for the event loop, which must not wait for the database)."""
+        if time.monotonic() - self._checked < self.max_age:
+            return self._catalog
+        return None
+
     def current(self) -> Catalog:
         """Return the catalog as the registry is now."""
         now = time.monotonic()
@@ -114,6 +121,10 @@ class Schemas:
         self.limit = limit
         self._validators: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def cached(self, module: str, version: str) -> dict[str, Any] | None:
+        """Return the validators of `module` at `version` when compiled already, else None."""
+        return self._validators.get((module, version))
 
     def declared(self, module: str, version: str) -> dict[str, Any]:
         """Return the validators of the events `module` at `version` declares, by name."""

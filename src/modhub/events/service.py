@@ -4,20 +4,22 @@ The emitting module is the caller's, from the channel (`CallerContext.module`), 
 the call's arguments; the events it may emit and their payload schemas come from the
 calling version's manifest. The event and a pending delivery for each module that
 subscribes (enabled or not: a disabled subscriber's deliveries wait) are committed before
-`emit` answers.
+`emit` answers. A worker's emit is awaited (`aemit`): its write goes through the module
+store's writer, which on SQLite commits it on the event loop itself when the write lock is
+free (store/writer.py), with the same durability as every other write (WAL,
+synchronous=NORMAL).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from modhub.events.catalog import Catalogs, Schemas
+from modhub.events.catalog import Catalog, Catalogs, Schemas
 from modhub.events.errors import EventInvalid
-from modhub.events.store import EventStore
+from modhub.events.store import EventStore, payload_json
 from modhub.manifest.model import EVENT_NAME
 from modhub.manifest.subscriptions import PLATFORM_EVENTS, PLATFORM_SOURCE
 from modhub.registry import Registry
@@ -47,47 +49,75 @@ class EventService:
         """Run one events operation for the calling module and return its JSON result."""
         if op != "emit":
             raise EventInvalid(f"op: the events service has no operation '{op}'")
-        return await asyncio.to_thread(self.emit, context.module, context.version, args)
+        return await self.aemit(context.module, context.version, args)
 
     def emit(self, module: str, version: str, args: dict[str, Any]) -> dict[str, int]:
         """Check and store one event of `module` at `version`; return its id and seq."""
-        name, payload = args.get("name"), args.get("payload")
-        if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
-            raise EventInvalid(f"name: {name!r} is not an event name (dotted lowercase words)")
-        validator = self.schemas.declared(module, version).get(name)
-        if validator is None:
-            raise EventInvalid(
-                f"name: module '{module}' does not declare the event '{name}' in "
-                "capabilities.events.emits"
-            )
-        _check_payload(name, payload, validator)
-        return self._publish(module, name, payload)
+        name, payload = _checked(module, args, self.schemas.declared(module, version))
+        subscribers = self._subscribers(self.catalogs.current(), module, name)
+        write = self.store.publishing(module, name, payload, subscribers, self.clock())
+        return self._published(subscribers, *self.store.writes.run(write))
+
+    async def aemit(self, module: str, version: str, args: dict[str, Any]) -> dict[str, int]:
+        """`emit`, awaited: what a worker's `events.emit` reaches. The check runs on the loop
+        (the payload came over the channel as JSON already), the registry is read in a
+        thread only when the cached schemas or catalog are not at hand, and the write goes
+        through the store's writer (on SQLite: on the loop when the write lock is free)."""
+        validators = self.schemas.cached(module, version)
+        if validators is None:
+            validators = await asyncio.to_thread(self.schemas.declared, module, version)
+        name, payload = _checked(module, args, validators)
+        catalog = self.catalogs.fresh()
+        if catalog is None:
+            catalog = await asyncio.to_thread(self.catalogs.current)
+        subscribers = self._subscribers(catalog, module, name)
+        write = self.store.publishing(module, name, payload, subscribers, self.clock())
+        return self._published(subscribers, *await self.store.writes.arun(write))
 
     def emit_platform(self, name: str, payload: dict[str, Any]) -> dict[str, int]:
         """Emit one of the platform's own events (`modhub/<name>`)."""
         if name not in PLATFORM_EVENTS:
             raise EventInvalid(f"name: '{name}' is not a platform event")
-        return self._publish(PLATFORM_SOURCE, name, payload)
+        subscribers = self._subscribers(self.catalogs.current(), PLATFORM_SOURCE, name)
+        write = self.store.publishing(
+            PLATFORM_SOURCE, name, payload_json(payload), subscribers, self.clock()
+        )
+        return self._published(subscribers, *self.store.writes.run(write))
 
-    def _publish(self, source: str, name: str, payload: Any) -> dict[str, int]:
-        subscribers = [
-            s.module for s in self.catalogs.current().subscribers.get(f"{source}/{name}", [])
-        ]
-        with self.store.db.write() as session:
-            event_id, seq = self.store.publish(
-                session, source, name, payload, subscribers, self.clock()
-            )
+    @staticmethod
+    def _subscribers(catalog: Catalog, source: str, name: str) -> list[str]:
+        return [s.module for s in catalog.subscribers.get(f"{source}/{name}", [])]
+
+    def _published(self, subscribers: list[str], event_id: int, seq: int) -> dict[str, int]:
+        """Wake this node's dispatcher when the committed event has deliveries."""
         if subscribers:
             for wake in self.listeners:
                 wake()
         return {"id": event_id, "seq": seq}
 
 
-def _check_payload(name: str, payload: Any, validator: Any) -> None:
+def _checked(module: str, args: dict[str, Any], validators: dict[str, Any]) -> tuple[str, str]:
+    """Return an emit's event name and its payload as JSON text, checked against what
+    `module` declares (`validators` by event name)."""
+    name, payload = args.get("name"), args.get("payload")
+    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
+        raise EventInvalid(f"name: {name!r} is not an event name (dotted lowercase words)")
+    validator = validators.get(name)
+    if validator is None:
+        raise EventInvalid(
+            f"name: module '{module}' does not declare the event '{name}' in "
+            "capabilities.events.emits"
+        )
+    return name, _check_payload(name, payload, validator)
+
+
+def _check_payload(name: str, payload: Any, validator: Any) -> str:
+    """Return the payload as JSON text once it is JSON, small enough, and valid."""
     try:
-        size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
+        data = payload_json(payload)
     except (TypeError, ValueError) as exc:
         raise EventInvalid(f"payload: the payload of '{name}' is not JSON: {exc}") from None
+    size = len(data.encode())
     if size > MAX_PAYLOAD_BYTES:
         raise EventInvalid(
             f"payload: the payload of '{name}' is {size} bytes, over {MAX_PAYLOAD_BYTES}"
@@ -97,3 +127,4 @@ def _check_payload(name: str, payload: Any, validator: Any) -> None:
         where = "/".join(str(p) for p in error.instance_path)
         field = f"payload/{where}" if where else "payload"
         raise EventInvalid(f"{field}: {error.message} (event '{name}')")
+    return data

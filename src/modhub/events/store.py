@@ -14,18 +14,21 @@ alone: that is what keeps each subscriber's deliveries in emit order per source.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
 from modhub.db.models import Event, EventDelivery
 from modhub.errors import InvalidInput, NotFound
 from modhub.jobs.claim import module_key
+from modhub.store import sqlite
+from modhub.store.writer import LARGEST_INLINE, Offload, Write, Writes, on_loop
 
 PENDING, RUNNING, DELIVERED, DEAD = "pending", "running", "delivered", "dead"
 STATUSES = (PENDING, RUNNING, DELIVERED, DEAD)
@@ -34,6 +37,33 @@ CLAIM_LOCK = 0x6576636C  # the claimers' advisory lock ("evcl")
 CHANNEL = "modhub_events"  # NOTIFY channel: an event was emitted (a hint to claim now)
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 MAX_PAGE = 500
+_SEQ_LOCK = text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, :key)")
+# The event with the source's next seq (RETURNING: SQLite 3.35 and later), then its deliveries.
+_SQLITE_EVENT = (
+    "INSERT INTO events (source, name, seq, payload, emitted_at) "
+    "SELECT ?, ?, coalesce(max(seq), 0) + 1, ?, ? FROM events WHERE source = ? "
+    "RETURNING id, seq"
+)
+_SQLITE_DELIVERY = (
+    "INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt, "
+    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
+)
+_PG_PUBLISH_SQL = """WITH e AS (
+    INSERT INTO events (source, name, seq, payload, emitted_at)
+    SELECT CAST(:source AS text), :name, coalesce(max(seq), 0) + 1, CAST(:payload AS json),
+        :now
+    FROM events WHERE source = CAST(:source AS text)
+    RETURNING id, seq
+), d AS (
+    INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt,
+        next_attempt_at, created_at)
+    SELECT e.id, s, CAST(:source AS text), e.seq, 'pending', 0, :now, :now
+    FROM e CROSS JOIN unnest(CAST(:subscribers AS text[])) AS s
+)
+SELECT e.id, e.seq FROM e"""
+_PG_PUBLISH = text(_PG_PUBLISH_SQL)
+# With deliveries: NOTIFY too (other nodes claim when this commits).
+_PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n")
 
 
 @dataclass(frozen=True)
@@ -61,8 +91,12 @@ def _claimable(now: datetime) -> Any:
 class EventStore:
     """The events' tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writes: Writes | None = None) -> None:
         self.db = db
+        # How an emit's write reaches the database: the module store's writer when the
+        # services share it (on SQLite: on the loop when the lock is free, else grouped in
+        # the writer thread; store/writer.py), else a transaction in the calling thread.
+        self.writes = writes or Writes(db.engine.execution_options(immediate=True))
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -75,36 +109,29 @@ class EventStore:
         subscribers: Iterable[str],
         now: datetime,
     ) -> tuple[int, int]:
-        """Store an event and a pending delivery per subscriber in `session`; return the
-        event's id and its sequence number among `source`'s events."""
+        """Store an event and a pending delivery per subscriber in `session`'s transaction;
+        return the event's id and its sequence number among `source`'s events."""
+        write = self.publishing(source, name, payload_json(payload), subscribers, now)
+        return write(session.connection())
+
+    def publishing(
+        self,
+        source: str,
+        name: str,
+        payload: str,
+        subscribers: Iterable[str],
+        now: datetime,
+    ) -> Write[tuple[int, int]]:
+        """Return the write that stores an event (its payload already as JSON text) and a
+        pending delivery per subscriber, for `self.writes` or a transaction of the caller's."""
+        subscribers = sorted(set(subscribers))
         if self.db.dialect == "postgresql":
-            session.execute(select(func.pg_advisory_xact_lock(SEQ_LOCK, module_key(source))))
-        last = session.scalar(select(func.max(Event.seq)).where(Event.source == source))
-        seq = (last or 0) + 1
-        event_id = session.scalar(
-            insert(Event)
-            .values(source=source, name=name, seq=seq, payload=payload, emitted_at=now)
-            .returning(Event.id)
+            return lambda connection: _publish_postgres(
+                connection, source, name, payload, subscribers, now
+            )
+        return lambda connection: _publish_sqlite(
+            connection, source, name, payload, subscribers, now
         )
-        assert event_id is not None
-        rows = [
-            {
-                "event_id": event_id,
-                "subscriber": subscriber,
-                "source": source,
-                "seq": seq,
-                "status": PENDING,
-                "attempt": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for subscriber in sorted(set(subscribers))
-        ]
-        if rows:
-            session.execute(insert(EventDelivery), rows)
-            if self.db.dialect == "postgresql":
-                session.execute(_NOTIFY)  # other nodes claim when this commits
-        return event_id, seq
 
     # -- claiming and finishing ------------------------------------------------------------
 
@@ -395,6 +422,58 @@ class EventStore:
             if event is None:
                 raise NotFound(f"no event {event_id}", event=event_id)
             return public(event, _deliveries(session, [event_id]).get(event_id, []))
+
+
+def payload_json(payload: Any) -> str:
+    """Return a payload as the JSON text stored (compact; NaN and infinities refused)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+
+
+def _publish_sqlite(
+    connection: Connection,
+    source: str,
+    name: str,
+    payload: str,
+    subscribers: list[str],
+    now: datetime,
+) -> tuple[int, int]:
+    """Publish on SQLite: plain SQL on the driver's connection, inside the caller's
+    transaction (which holds the write lock: BEGIN IMMEDIATE), so `max(seq)` is current."""
+    if len(payload) > LARGEST_INLINE and on_loop(connection):
+        raise Offload  # a large payload is written by the writer thread, not on the loop
+    raw = sqlite.driver(connection)
+    at = sqlite.stamp(now)
+    found = raw.execute(_SQLITE_EVENT, (source, name, payload, at, source)).fetchone()
+    event_id, seq = int(found[0]), int(found[1])
+    if subscribers:
+        raw.executemany(
+            _SQLITE_DELIVERY, [(event_id, s, source, seq, PENDING, at, at) for s in subscribers]
+        )
+    return event_id, seq
+
+
+def _publish_postgres(
+    connection: Connection,
+    source: str,
+    name: str,
+    payload: str,
+    subscribers: list[str],
+    now: datetime,
+) -> tuple[int, int]:
+    """Publish on PostgreSQL: the source's advisory lock, then one statement that inserts
+    the event (its seq read after the lock: the statement's snapshot is taken then) and its
+    deliveries, and notifies the other nodes when there are any."""
+    connection.execute(_SEQ_LOCK, {"key": module_key(source)})
+    statement = _PG_PUBLISH_NOTIFY if subscribers else _PG_PUBLISH
+    params = {
+        "source": source,
+        "name": name,
+        "payload": payload,
+        "now": now,
+        "subscribers": subscribers,
+    }
+    found = connection.execute(statement, params).one()
+    return int(found[0]), int(found[1])
 
 
 def _deliveries(session: Session, ids: list[int]) -> dict[int, list[EventDelivery]]:
