@@ -17,7 +17,7 @@ from modhub.cluster.keycheck import verify_secret_key
 from modhub.cluster.logs import LogShipper
 from modhub.cluster.materialize import Materializer
 from modhub.cluster.nodes import NodeRegistry, NodeReport, on_disk
-from modhub.cluster.notify import ChangeListener
+from modhub.cluster.notify import JOBS_CHANNEL, ChangeListener
 from modhub.db import Database
 from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
@@ -265,6 +265,13 @@ class Services:
         if self.db.dialect != "postgresql" or not self.settings.listen_changes:
             return None
         return ChangeListener(self.db.url, [self.dispatcher.wake], channel=EVENTS_CHANNEL)
+
+    def job_listener(self) -> ChangeListener | None:
+        """Return a listener that has the job runner claim whenever a node queues runs
+        (PostgreSQL; None on SQLite or when turned off)."""
+        if self.db.dialect != "postgresql" or not self.settings.listen_changes:
+            return None
+        return ChangeListener(self.db.url, [self.jobs.claim_soon], channel=JOBS_CHANNEL)
 
     def close(self) -> None:
         """Stop background operations and release the database connections."""

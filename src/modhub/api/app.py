@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             background.append(asyncio.create_task(observability.sampler(app).run()))
         if svc.settings.scheduler:
             background.append(asyncio.create_task(svc.jobs.run()))
+            queued = svc.job_listener()  # runs other nodes queue, claimed at once (PostgreSQL)
+            if queued is not None:
+                background.append(asyncio.create_task(queued.run()))
         if svc.settings.event_dispatch:
             background.append(asyncio.create_task(svc.dispatcher.run()))
             heard = svc.event_listener()  # other nodes' emits at once (PostgreSQL)

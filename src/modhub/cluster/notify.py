@@ -17,19 +17,30 @@ import random
 from collections.abc import Callable, Sequence
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("modhub.cluster")
 CHANNEL = "modhub_changes"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :name)")
+JOBS_CHANNEL = "modhub_jobs"  # job runs were queued: every node's runner claims now
+_NOTIFY_JOBS = text(f"SELECT pg_notify('{JOBS_CHANNEL}', '')")
 
 
 def announce(session: Session, name: str) -> None:
     """Tell every node that module `name` changed, when `session` commits (PostgreSQL)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_NOTIFY, {"name": name})
+
+
+def announce_runs(session: Session | Connection) -> None:
+    """Wake every node's job runner when `session` commits: it queued runs (PostgreSQL).
+
+    PostgreSQL folds the same notification sent twice in one transaction into one."""
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(_NOTIFY_JOBS)
 
 
 def listener_name(pid: int | None = None) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from modhub.cluster.notify import announce_runs
 from modhub.db import Database
 from modhub.db.models import JobRun, Module
 from modhub.jobs.claim import Claim, claim_in, claim_ready
@@ -92,6 +93,7 @@ def record(session: Session, outcomes: Sequence[Outcome], insert_new: Any) -> se
     retries = [o.retry for o in outcomes if o.run_id in running and o.retry is not None]
     if retries:
         session.execute(insert_new, retries)
+        announce_runs(session)  # any node may take them once their backoff is over
     return running
 
 

@@ -102,6 +102,8 @@ class JobRunner:
         self.failed: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         self._settler: asyncio.Task[None] | None = None
         self._full = False  # the last round claimed all the room it had: more may be ready
+        self._claimer: asyncio.Task[None] | None = None  # a round asked for by `claim_soon`
+        self._claim_again = False  # asked again while that round was under way
         self._configs = ConfigReader(registry.box)
 
     # -- what is scheduled -----------------------------------------------------------------
@@ -459,6 +461,29 @@ class JobRunner:
             loop, event = woken
             loop.call_soon_threadsafe(event.set)
 
+    def claim_soon(self) -> None:
+        """Claim queued runs now, without a whole tick: some node queued runs (its NOTIFY
+        on `JOBS_CHANNEL`). Safe from any thread; does nothing unless `run` is running."""
+        woken = self._woken
+        if woken is not None:
+            woken[0].call_soon_threadsafe(self._start_claimer)
+
+    def _start_claimer(self) -> None:
+        if self._claimer is not None and not self._claimer.done():
+            self._claim_again = True  # that round may have looked before these runs were in
+            return
+        self._claimer = asyncio.create_task(self._claim_rounds())
+
+    async def _claim_rounds(self) -> None:
+        self._claim_again = True
+        while self._claim_again:
+            self._claim_again = False
+            try:
+                await self.execute_ready(self.clock())
+            except Exception:
+                log.exception("could not claim queued job runs; the next tick retries")
+                return
+
     async def run(self, interval: float = 1.0) -> None:
         """Tick forever with the real clock; give the lease up when stopped."""
         self.lease.resume()
@@ -479,6 +504,9 @@ class JobRunner:
                     await asyncio.wait_for(event.wait(), interval - (now.timestamp() % interval))
                 event.clear()
         finally:
+            self._woken = None  # no claim after the lease is given up
+            if self._claimer is not None:
+                self._claimer.cancel()
             try:
                 self.lease.release()  # here and now: a cancelled task may not run again
             except Exception:

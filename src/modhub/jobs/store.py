@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from modhub.cluster.notify import announce_runs
 from modhub.db import Database
 from modhub.db.models import JobRun, RunnerLease
 from modhub.errors import Conflict, NotFound
@@ -112,6 +113,7 @@ class RunStore:
                 )
                 session.add(run)
                 session.flush()
+                announce_runs(session)  # every node's runner claims it at once
                 return view(run)
         except IntegrityError:
             return None
@@ -123,7 +125,10 @@ class RunStore:
         ids: list[int] = []
         for start in range(0, len(rows), chunk):
             with self.db.write() as session:
-                ids += session.scalars(statement, rows[start : start + chunk]).all()
+                inserted = session.scalars(statement, rows[start : start + chunk]).all()
+                if inserted:
+                    announce_runs(session)
+                ids += inserted
         return ids
 
     def insert_new(self) -> Any:
@@ -317,6 +322,7 @@ class RunStore:
             ]
             if retries:
                 session.execute(self.insert_new(), retries)
+                announce_runs(session)
             if expired or stopped:
                 session.execute(
                     delete(RunnerLease).where(
