@@ -30,6 +30,7 @@ from modhub.events.catalog import Catalog, Catalogs
 from modhub.events.store import Claimed, EventStore
 from modhub.manifest import Manifest
 from modhub.registry import Registry, Status
+from modhub.routes.dispatch import ModuleConfigs
 from modhub.sandbox import ModuleRuntime, WorkerPool
 from modhub.sandbox.channel import CallerContext
 
@@ -76,6 +77,9 @@ class Dispatcher:
         self.catalogs = catalogs
         self.pool = pool
         self.runtime_for = runtime_for
+        # Read at each run's start (a config change reaches the next run); one Core read,
+        # the secrets decrypted again only when the stored config changed.
+        self.configs = ModuleConfigs(registry)
         self.limits = limits or DispatchLimits()
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -115,12 +119,7 @@ class Dispatcher:
         if catalog is None:
             catalog = await asyncio.to_thread(self.catalogs.current)
         room = self.limits.concurrency - len(self.tasks)
-        runnable = {
-            module
-            for module, subscriptions in catalog.by_module.items()
-            for s in subscriptions.values()
-            if s.status == Status.ENABLED and s.has_code
-        }
+        runnable = _runnable(catalog)
         if room <= 0 or not runnable:
             return 0
         runs = await asyncio.to_thread(
@@ -168,25 +167,50 @@ class Dispatcher:
     # -- delivering ------------------------------------------------------------------------
 
     async def _deliver_run(self, run: list[Claimed], catalog: Catalog) -> None:
-        done: list[int] = []
+        """Deliver a claimed run in order; while the dispatcher has room (no other pair can
+        be waiting for a slot), record it and claim the pair's next run in one transaction,
+        and go on with that one."""
+        pair = (run[0].subscriber, run[0].source)
         configs: dict[str, dict[str, Any]] = {}  # read once a run: one subscriber's
-        try:
-            for k, delivery in enumerate(run):
-                if not await self._deliver(delivery, catalog, configs):
-                    rest = [d.id for d in run[k + 1 :]]
-                    await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
-                    self.delivered += len(done)
-                    done = []
-                    await asyncio.to_thread(self.store.release, rest, self.owner)
-                    return
-                done.append(delivery.id)
-        except asyncio.CancelledError:
-            # Stopping: what was delivered is recorded; the rest waits for its lease.
-            await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
-            raise
+        done: list[int] = []
+        while run:
+            try:
+                for k, delivery in enumerate(run):
+                    if not await self._deliver(delivery, catalog, configs):
+                        rest = [d.id for d in run[k + 1 :]]
+                        await self._record(done)
+                        await asyncio.to_thread(self.store.release, rest, self.owner)
+                        return
+                    done.append(delivery.id)
+            except asyncio.CancelledError:
+                # Stopping: what was delivered is recorded; the rest waits for its lease.
+                await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
+                raise
+            catalog = await asyncio.to_thread(self.catalogs.current)
+            if len(self.tasks) >= self.limits.concurrency or pair[0] not in _runnable(catalog):
+                break
+            try:
+                run = await asyncio.to_thread(
+                    self.store.go_on,
+                    done,
+                    self.owner,
+                    self.clock(),
+                    pair,
+                    self.limits.lease,
+                    self.limits.batch,
+                )
+            except Exception:  # rolled back: record the run alone; the next tick claims
+                log.exception("recording a run and claiming the next of %s failed", pair)
+                break
+            self.delivered += len(done)
+            done, configs = [], {}
+        await self._record(done)
+        self.wake()  # the pair's next deliveries may be waiting behind this run
+
+    async def _record(self, done: list[int]) -> None:
+        """Mark deliveries of a run delivered."""
         await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
         self.delivered += len(done)
-        self.wake()  # the pair's next deliveries may be waiting behind this run
 
     async def _deliver(
         self, delivery: Claimed, catalog: Catalog, configs: dict[str, dict[str, Any]]
@@ -206,7 +230,7 @@ class Dispatcher:
                 raise ModhubError(f"module '{subscriber.module}' has no code to run")
             config = configs.get(subscriber.module)
             if config is None:
-                config = await asyncio.to_thread(self.registry.config_for_code, subscriber.module)
+                config = await asyncio.to_thread(self.configs.config_for_code, subscriber.module)
                 configs[subscriber.module] = config
             timeout_ms = subscription.timeout or runtime.timeout_ms
             context = CallerContext(
@@ -281,6 +305,16 @@ class Dispatcher:
         delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
         delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
         return timedelta(seconds=delay)
+
+
+def _runnable(catalog: Catalog) -> set[str]:
+    """Return the subscribers whose deliveries may be claimed: enabled, with code."""
+    return {
+        module
+        for module, subscriptions in catalog.by_module.items()
+        for s in subscriptions.values()
+        if s.status == Status.ENABLED and s.has_code
+    }
 
 
 def _event(delivery: Claimed) -> str:

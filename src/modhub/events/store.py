@@ -18,9 +18,9 @@ import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
@@ -81,11 +81,102 @@ class Claimed:
     emitted_at: datetime
 
 
+# Core: the claim and finish paths load no ORM objects.
+_D = cast(Table, EventDelivery.__table__)
+_E = cast(Table, Event.__table__)
+
+
 def _claimable(now: datetime) -> Any:
     return or_(
-        and_(EventDelivery.status == PENDING, EventDelivery.next_attempt_at <= now),
-        and_(EventDelivery.status == RUNNING, EventDelivery.lease_until < now),
+        and_(_D.c.status == PENDING, _D.c.next_attempt_at <= now),
+        and_(_D.c.status == RUNNING, _D.c.lease_until < now),
     )
+
+
+def _running(run: list[Claimed], owner: str, now: datetime, lease: timedelta) -> Any:
+    """The UPDATE that makes a claimed run's deliveries `running` under `owner`'s lease."""
+    return (
+        update(_D)
+        .where(_D.c.id.in_([c.id for c in run]))
+        .values(
+            status=RUNNING,
+            claimed_by=owner,
+            lease_until=now + lease,
+            started_at=now,
+            attempt=_D.c.attempt + 1,
+        )
+    )
+
+
+def _delivered(ids: Collection[int], owner: str, now: datetime) -> Any:
+    """The UPDATE that marks deliveries delivered, those `owner` still runs."""
+    return (
+        update(_D)
+        .where(_D.c.id.in_(list(ids)), _D.c.claimed_by == owner, _D.c.status == RUNNING)
+        .values(status=DELIVERED, finished_at=now, lease_until=None, last_error=None)
+    )
+
+
+def _claim_run(
+    connection: Connection, subscriber: str, source: str, now: datetime, batch: int, postgres: bool
+) -> list[Claimed]:
+    """Return the pair's unbroken run of due deliveries from its oldest unfinished one (at
+    most `batch`), with their events, locked on PostgreSQL (rows another transaction holds
+    are skipped, and the run ends before the first of them)."""
+    unfinished = (
+        _D.c.subscriber == subscriber,
+        _D.c.source == source,
+        _D.c.status.in_((PENDING, RUNNING)),
+    )
+    query = (
+        select(
+            _D.c.id,
+            _D.c.event_id,
+            _D.c.seq,
+            _D.c.status,
+            _D.c.attempt,
+            _D.c.next_attempt_at,
+            _D.c.lease_until,
+            _E.c.name,
+            _E.c.payload,
+            _E.c.emitted_at,
+        )
+        .join_from(_D, _E, _E.c.id == _D.c.event_id)
+        .where(*unfinished)
+        .order_by(_D.c.seq)
+        .limit(batch)
+    )
+    expected: list[int] | None = None
+    if postgres:
+        # A row another transaction holds (a finish in flight) is skipped; the run must
+        # still start at the pair's oldest unfinished delivery and miss none, as the
+        # committed rows say, or it would overtake one.
+        query = query.with_for_update(skip_locked=True, of=_D)
+        expected = list(
+            connection.scalars(select(_D.c.seq).where(*unfinished).order_by(_D.c.seq).limit(batch))
+        )
+    run: list[Claimed] = []
+    for k, row in enumerate(connection.execute(query)):
+        if expected is not None and (k >= len(expected) or expected[k] != row.seq):
+            break
+        due = row.status == PENDING and row.next_attempt_at <= now
+        expired = row.status == RUNNING and row.lease_until is not None and row.lease_until < now
+        if not (due or expired):
+            break  # running, or waiting for a retry: the rest waits behind it
+        run.append(
+            Claimed(
+                row.id,
+                row.event_id,
+                subscriber,
+                source,
+                row.name,
+                row.seq,
+                row.attempt + 1,
+                row.payload,
+                row.emitted_at,
+            )
+        )
+    return run
 
 
 class EventStore:
@@ -96,7 +187,8 @@ class EventStore:
         # How an emit's write reaches the database: the module store's writer when the
         # services share it (on SQLite: on the loop when the lock is free, else grouped in
         # the writer thread; store/writer.py), else a transaction in the calling thread.
-        self.writes = writes or Writes(db.engine.execution_options(immediate=True))
+        self._writer = db.engine.execution_options(immediate=True)
+        self.writes = writes or Writes(self._writer)
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -148,114 +240,61 @@ class EventStore:
         each pair's next deliveries in order (at most `batch` each)."""
         if room <= 0 or not runnable:
             return []
-        mine = EventDelivery.subscriber.in_(sorted(runnable))
-        with self.db.read() as session:  # most rounds find nothing: no write transaction
-            if (
-                session.scalar(select(EventDelivery.id).where(mine, _claimable(now)).limit(1))
-                is None
-            ):
+        mine = _D.c.subscriber.in_(sorted(runnable))
+        with self.db.query() as connection:  # most rounds find nothing: no write transaction
+            found = connection.execute(select(_D.c.id).where(mine, _claimable(now)).limit(1))
+            if found.first() is None:
                 return []
         postgres = self.db.dialect == "postgresql"
         claimed: list[list[Claimed]] = []
-        with self.db.write() as session:
+        with self._writer.begin() as connection:
             if postgres:  # claimers take turns; each claim is a few short statements
-                session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
-            pairs = session.execute(
-                select(EventDelivery.subscriber, EventDelivery.source)
+                connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+            pairs = connection.execute(
+                select(_D.c.subscriber, _D.c.source)
                 .where(mine, _claimable(now))
-                .group_by(EventDelivery.subscriber, EventDelivery.source)
-                .order_by(func.min(EventDelivery.id))
+                .group_by(_D.c.subscriber, _D.c.source)
+                .order_by(func.min(_D.c.id))
                 .limit(room)
             ).all()
             for subscriber, source in pairs:
-                unfinished = (
-                    EventDelivery.subscriber == subscriber,
-                    EventDelivery.source == source,
-                    EventDelivery.status.in_((PENDING, RUNNING)),
-                )
-                query = select(EventDelivery).where(*unfinished).order_by(EventDelivery.seq)
-                query = query.limit(batch)
-                expected: list[int] | None = None
-                if postgres:
-                    # A row another transaction holds (a finish in flight) is skipped; the
-                    # run must still start at the pair's oldest unfinished delivery and
-                    # miss none, as the committed rows say, or it would overtake one.
-                    query = query.with_for_update(skip_locked=True)
-                    expected = list(
-                        session.scalars(
-                            select(EventDelivery.seq)
-                            .where(*unfinished)
-                            .order_by(EventDelivery.seq)
-                            .limit(batch)
-                        )
-                    )
-                run: list[EventDelivery] = []
-                for k, row in enumerate(session.scalars(query)):
-                    if expected is not None and (k >= len(expected) or expected[k] != row.seq):
-                        break
-                    due = row.status == PENDING and row.next_attempt_at <= now
-                    expired = (
-                        row.status == RUNNING
-                        and row.lease_until is not None
-                        and (row.lease_until < now)
-                    )
-                    if not (due or expired):
-                        break  # running, or waiting for a retry: the rest waits behind it
-                    run.append(row)
+                run = _claim_run(connection, subscriber, source, now, batch, postgres)
                 if not run:
                     continue
-                events = {
-                    e.id: e
-                    for e in session.scalars(
-                        select(Event).where(Event.id.in_([r.event_id for r in run]))
-                    )
-                }
-                session.execute(
-                    update(EventDelivery)
-                    .where(EventDelivery.id.in_([r.id for r in run]))
-                    .values(
-                        status=RUNNING,
-                        claimed_by=owner,
-                        lease_until=now + lease,
-                        started_at=now,
-                        attempt=EventDelivery.attempt + 1,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                claimed.append(
-                    [
-                        Claimed(
-                            r.id,
-                            r.event_id,
-                            subscriber,
-                            source,
-                            events[r.event_id].name,
-                            r.seq,
-                            r.attempt + 1,
-                            events[r.event_id].payload,
-                            events[r.event_id].emitted_at,
-                        )
-                        for r in run
-                    ]
-                )
+                connection.execute(_running(run, owner, now, lease))
+                claimed.append(run)
         return claimed
+
+    def go_on(
+        self,
+        done: Collection[int],
+        owner: str,
+        now: datetime,
+        pair: tuple[str, str],
+        lease: timedelta,
+        batch: int = 32,
+    ) -> list[Claimed]:
+        """Mark a finished run's deliveries delivered (those still this claimer's) and claim
+        the (subscriber, source) pair's next run in the same transaction; return it (empty
+        when nothing of the pair is due)."""
+        postgres = self.db.dialect == "postgresql"
+        with self._writer.begin() as connection:
+            if postgres:  # a claim: claimers take turns
+                connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+            if done:
+                connection.execute(_delivered(done, owner, now))
+            run = _claim_run(connection, *pair, now, batch, postgres)
+            if run:
+                connection.execute(_running(run, owner, now, lease))
+        return run
 
     def delivered(self, ids: Collection[int], owner: str, now: datetime) -> int:
         """Mark deliveries this claimer ran as delivered; return how many were still its."""
         if not ids:
             return 0
-        with self.db.write() as session:
-            result = session.execute(
-                update(EventDelivery)
-                .where(
-                    EventDelivery.id.in_(list(ids)),
-                    EventDelivery.claimed_by == owner,
-                    EventDelivery.status == RUNNING,
-                )
-                .values(status=DELIVERED, finished_at=now, lease_until=None, last_error=None)
-                .execution_options(synchronize_session=False)
-            )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        with self._writer.begin() as connection:
+            result = connection.execute(_delivered(ids, owner, now))
+        return int(result.rowcount)
 
     def failed(
         self, delivery: int, owner: str, error: str, now: datetime, retry_at: datetime | None
@@ -266,50 +305,34 @@ class EventStore:
             values.update(status=DEAD, finished_at=now)
         else:
             values.update(status=PENDING, next_attempt_at=retry_at, claimed_by=None)
-        with self.db.write() as session:
-            result = session.execute(
-                update(EventDelivery)
-                .where(
-                    EventDelivery.id == delivery,
-                    EventDelivery.claimed_by == owner,
-                    EventDelivery.status == RUNNING,
-                )
+        with self._writer.begin() as connection:
+            result = connection.execute(
+                update(_D)
+                .where(_D.c.id == delivery, _D.c.claimed_by == owner, _D.c.status == RUNNING)
                 .values(**values)
-                .execution_options(synchronize_session=False)
             )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     def release(self, ids: Collection[int], owner: str) -> None:
         """Give back claimed deliveries that were not attempted (pending, attempt undone)."""
         if not ids:
             return
-        with self.db.write() as session:
-            session.execute(
-                update(EventDelivery)
-                .where(
-                    EventDelivery.id.in_(list(ids)),
-                    EventDelivery.claimed_by == owner,
-                    EventDelivery.status == RUNNING,
-                )
-                .values(
-                    status=PENDING,
-                    claimed_by=None,
-                    lease_until=None,
-                    attempt=EventDelivery.attempt - 1,
-                )
-                .execution_options(synchronize_session=False)
+        with self._writer.begin() as connection:
+            connection.execute(
+                update(_D)
+                .where(_D.c.id.in_(list(ids)), _D.c.claimed_by == owner, _D.c.status == RUNNING)
+                .values(status=PENDING, claimed_by=None, lease_until=None, attempt=_D.c.attempt - 1)
             )
 
     def renew(self, owner: str, now: datetime, lease: timedelta) -> int:
         """Extend the lease of every delivery this claimer is running."""
-        with self.db.write() as session:
-            result = session.execute(
-                update(EventDelivery)
-                .where(EventDelivery.claimed_by == owner, EventDelivery.status == RUNNING)
+        with self._writer.begin() as connection:
+            result = connection.execute(
+                update(_D)
+                .where(_D.c.claimed_by == owner, _D.c.status == RUNNING)
                 .values(lease_until=now + lease)
-                .execution_options(synchronize_session=False)
             )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int(result.rowcount)
 
     # -- housekeeping ----------------------------------------------------------------------
 
