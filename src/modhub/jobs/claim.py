@@ -14,9 +14,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
@@ -49,6 +48,37 @@ def module_key(module: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# Built once (building a statement cost as much as running it): the ready runs, oldest
+# first, of the runnable modules; then the running runs of some modules; then the claim.
+_READY = (JobRun.status == "queued", JobRun.not_before <= bindparam("now"))
+_IN_MODULES = JobRun.module.in_(bindparam("modules", expanding=True))
+_PROBE = select(JobRun.id).where(*_READY, _IN_MODULES).limit(1)
+_CANDIDATES = (
+    select(
+        JobRun.id,
+        JobRun.module,
+        JobRun.job,
+        JobRun.version,
+        JobRun.attempt,
+        JobRun.scheduled_at,
+    )
+    .where(*_READY, _IN_MODULES)
+    .order_by(JobRun.not_before, JobRun.id)
+    .limit(bindparam("limit"))
+)
+_CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True)
+_RUNNING = (
+    select(JobRun.module, func.count(JobRun.id))
+    .where(JobRun.status == "running", _IN_MODULES)
+    .group_by(JobRun.module)
+)
+_CLAIM = (
+    update(JobRun)
+    .where(JobRun.id.in_(bindparam("ids", expanding=True)), JobRun.status == "queued")
+    .values(status="running", started_at=bindparam("started"), owner=bindparam("runner"))
+)
+
+
 def claim_ready(
     db: Database,
     now: datetime,
@@ -70,70 +100,50 @@ def claim_ready(
         return []
     if probe:
         with db.query() as connection:  # most rounds find nothing: no write transaction
-            if connection.scalar(select(JobRun.id).where(*_ready(now, runnable)).limit(1)) is None:
+            ready = {"now": now, "modules": modules_of(runnable)}
+            if connection.execute(_PROBE, ready).first() is None:
                 return []
     with db.write() as session:
         return claim_in(session, now, owner, room, per_module, runnable)
 
 
-def _ready(now: datetime, runnable: Mapping[tuple[str, str], str]) -> tuple[Any, ...]:
-    """Return the conditions of a run ready to claim: queued, due, of a runnable module."""
-    modules = sorted({module for module, _ in runnable})
-    ready = (JobRun.status == "queued", JobRun.not_before <= now, JobRun.module.in_(modules))
-    return ready
+def modules_of(runnable: Mapping[tuple[str, str], str]) -> list[str]:
+    """Return the modules of the runnable jobs, sorted."""
+    return sorted({module for module, _ in runnable})
 
 
 def claim_in(
-    session: Session,
+    session: Session | Connection,
     now: datetime,
     owner: str,
     room: int,
     per_module: int,
     runnable: Mapping[tuple[str, str], str],
 ) -> list[Claim]:
-    """Claim as `claim_ready` does, in the caller's write transaction (no probe)."""
+    """Claim as `claim_ready` does, in the caller's write transaction (no probe); in Core,
+    on the session's connection."""
     if room <= 0 or not runnable:
         return []
-    postgres = session.get_bind().dialect.name == "postgresql"
-    ready = _ready(now, runnable)
-    query = (
-        select(
-            JobRun.id,
-            JobRun.module,
-            JobRun.job,
-            JobRun.version,
-            JobRun.attempt,
-            JobRun.scheduled_at,
-        )
-        .where(*ready)
-        .order_by(JobRun.not_before, JobRun.id)
-        .limit(room * CANDIDATES)
+    connection = session if isinstance(session, Connection) else session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    query = _CANDIDATES_LOCKED if postgres else _CANDIDATES
+    found = connection.execute(
+        query, {"now": now, "modules": modules_of(runnable), "limit": room * CANDIDATES}
     )
-    if postgres:
-        query = query.with_for_update(skip_locked=True)
     candidates = [
-        Claim(*row)
-        for row in session.execute(query).all()
-        if runnable.get((row.module, row.job)) == row.version
+        Claim(*row) for row in found if runnable.get((row.module, row.job)) == row.version
     ]
     if not candidates:
         return []
-    wanted = {c.module for c in candidates}
+    wanted = sorted({c.module for c in candidates})
     if postgres:
         # In one order for every runner (by key: names may share one), so none deadlock;
         # one statement for all of them (a round trip each cost more than the claim).
-        session.execute(
+        connection.execute(
             _LOCK_ALL, {"lock": CLAIM_LOCK, "keys": sorted({module_key(m) for m in wanted})}
         )
     # After the locks: on PostgreSQL this statement sees every claim committed before.
-    running: dict[str, int] = {
-        module: count
-        for module, count in session.execute(
-            select(JobRun.module, func.count(JobRun.id))
-            .where(JobRun.status == "running", JobRun.module.in_(sorted(wanted)))
-            .group_by(JobRun.module)
-        ).all()
-    }
+    running: dict[str, int] = dict(connection.execute(_RUNNING, {"modules": wanted}).all())
     chosen: list[Claim] = []
     for claim in candidates:
         if len(chosen) >= room:
@@ -143,10 +153,6 @@ def claim_in(
         running[claim.module] = running.get(claim.module, 0) + 1
         chosen.append(claim)
     if chosen:
-        session.execute(
-            update(JobRun)
-            .where(JobRun.id.in_([c.id for c in chosen]), JobRun.status == "queued")
-            .values(status="running", started_at=now, owner=owner)
-            .execution_options(synchronize_session=False)
-        )
+        ids = [c.id for c in chosen]
+        connection.execute(_CLAIM, {"ids": ids, "started": now, "runner": owner})
     return chosen

@@ -9,12 +9,14 @@ finished meanwhile, so the cost per run falls as the load rises.
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.cluster.notify import announce_runs
@@ -62,39 +64,75 @@ _FINISH = (
         result=bindparam("value"),
     )
 )
+# PostgreSQL: every outcome in one statement, which also says which runs were running
+# (a cancel committed first is skipped: the row is re-checked once its lock is free).
+_FINISH_ALL = text(
+    "UPDATE job_runs AS j SET status = v.status, finished_at = v.finished_at,"
+    " error = v.error, log = v.log, result = CAST(v.result AS json)"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:statuses AS text[]),"
+    " CAST(:ats AS timestamptz[]), CAST(:errors AS text[]), CAST(:logs AS text[]),"
+    " CAST(:results AS text[])) AS v(id, status, finished_at, error, log, result)"
+    " WHERE j.id = v.id AND j.status = 'running' RETURNING j.id"
+)
+_RUNNING_OF = select(JobRun.id).where(
+    JobRun.id.in_(bindparam("ids", expanding=True)), JobRun.status == "running"
+)
+_CONFIGS = select(Module.name, Module.config).where(
+    Module.name.in_(bindparam("names", expanding=True))
+)
+Executor = Session | Connection
 
 
-def record(session: Session, outcomes: Sequence[Outcome], insert_new: Any) -> set[int]:
+def record(session: Executor, outcomes: Sequence[Outcome], insert_new: Any) -> set[int]:
     """Record outcomes in the caller's write transaction, each only if its run is still
     running, and queue the retries of the recorded ones; return the recorded run ids.
 
-    `insert_new` is the INSERT that skips an attempt already queued (`RunStore`)."""
+    `insert_new` is the INSERT that skips an attempt already queued (`RunStore`). Core
+    statements, on the session's connection (the ORM would take a list of rows for an
+    UPDATE by primary key)."""
     if not outcomes:
         return set()
-    ids = [o.run_id for o in outcomes]
-    query = select(JobRun.id).where(JobRun.id.in_(ids), JobRun.status == "running")
-    if session.get_bind().dialect.name == "postgresql":  # a cancel waits for us
-        query = query.with_for_update()
-    running = set(session.scalars(query).all())
-    rows = [
-        {
-            "run_id": o.run_id,
-            "new_status": o.status,
-            "at": o.finished_at,
-            "err": o.error,
-            "text": o.log[-LOG_KEPT:],
-            "value": None if o.result is None else {"value": o.result},
-        }
-        for o in outcomes
-        if o.run_id in running
-    ]
-    if rows:
-        session.connection().execute(_FINISH, rows)
+    connection = session if isinstance(session, Connection) else session.connection()
+    if connection.dialect.name == "postgresql":
+        running = _finish_all(connection, outcomes)
+    else:  # writers are serialized (BEGIN IMMEDIATE): nothing changes between the two
+        ids = [o.run_id for o in outcomes]
+        running = set(connection.execute(_RUNNING_OF, {"ids": ids}).scalars().all())
+        rows = [
+            {
+                "run_id": o.run_id,
+                "new_status": o.status,
+                "at": o.finished_at,
+                "err": o.error,
+                "text": o.log[-LOG_KEPT:],
+                "value": None if o.result is None else {"value": o.result},
+            }
+            for o in outcomes
+            if o.run_id in running
+        ]
+        if rows:
+            connection.execute(_FINISH, rows)
     retries = [o.retry for o in outcomes if o.run_id in running and o.retry is not None]
     if retries:
-        session.execute(insert_new, retries)
-        announce_runs(session)  # any node may take them once their backoff is over
+        connection.execute(insert_new, retries)
+        announce_runs(connection)  # any node may take them once their backoff is over
     return running
+
+
+def _finish_all(connection: Connection, outcomes: Sequence[Outcome]) -> set[int]:
+    """Record outcomes in one UPDATE (PostgreSQL); return the ids of the runs recorded."""
+    params = {
+        "ids": [o.run_id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "ats": [o.finished_at.astimezone(UTC) for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "logs": [o.log[-LOG_KEPT:] for o in outcomes],
+        # As the JSON column stores them: no result is JSON null, as through the ORM.
+        "results": [
+            json.dumps(None if o.result is None else {"value": o.result}) for o in outcomes
+        ],
+    }
+    return set(connection.execute(_FINISH_ALL, params).scalars().all())
 
 
 class ConfigReader:
@@ -106,18 +144,18 @@ class ConfigReader:
         self._seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def read(
-        self, db: Database, modules: set[str], session: Session | None = None
+        self, db: Database, modules: set[str], session: Executor | None = None
     ) -> dict[str, dict[str, Any] | None]:
         """Return each module's config in clear (None for a module that is gone), read in
         `session` if given."""
         if not modules:
             return {}
-        query = select(Module.name, Module.config).where(Module.name.in_(sorted(modules)))
+        names = {"names": sorted(modules)}
         if session is not None:
-            stored: dict[str, dict[str, Any]] = dict(session.execute(query).all())
+            stored: dict[str, dict[str, Any]] = dict(session.execute(_CONFIGS, names).all())
         else:
             with db.query() as connection:
-                stored = dict(connection.execute(query).all())
+                stored = dict(connection.execute(_CONFIGS, names).all())
         out: dict[str, dict[str, Any] | None] = {}
         for name in modules:
             value = stored.get(name)
@@ -155,8 +193,20 @@ def run_round(
             done.claims = claim_ready(db, now, owner, room, per_module, runnable, probe=probe)
             done.configs = reader.read(db, {c.module for c in done.claims})
         return done
-    with db.write() as session:
-        done.recorded = record(session, outcomes, insert_new)
-        done.claims = claim_in(session, now, owner, room, per_module, runnable)
-        done.configs = reader.read(db, {c.module for c in done.claims}, session)
+    with writer(db).begin() as connection:  # Core: a session's ORM layer cost more here
+        done.recorded = record(connection, outcomes, insert_new)
+        done.claims = claim_in(connection, now, owner, room, per_module, runnable)
+        done.configs = reader.read(db, {c.module for c in done.claims}, connection)
     return done
+
+
+_WRITERS: weakref.WeakKeyDictionary[Database, Engine] = weakref.WeakKeyDictionary()
+
+
+def writer(db: Database) -> Engine:
+    """Return the engine of `db` whose transactions write (BEGIN IMMEDIATE on SQLite, as
+    `Database.write`)."""
+    engine = _WRITERS.get(db)
+    if engine is None:
+        engine = _WRITERS[db] = db.engine.execution_options(immediate=True)
+    return engine

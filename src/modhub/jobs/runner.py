@@ -105,6 +105,7 @@ class JobRunner:
         self._claimer: asyncio.Task[None] | None = None  # a round asked for by `claim_soon`
         self._claim_again = False  # asked again while that round was under way
         self._configs = ConfigReader(registry.box)
+        self._runnable: tuple[object, dict[tuple[str, str], str]] = (None, {})
 
     # -- what is scheduled -----------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class JobRunner:
         if not self.lease.held(now):  # `tick` renews it first
             room = 0
         specs = self.specs  # runs of modules not enabled at their version stay queued
-        runnable = {key: s.version for key, s in specs.items() if s.runtime is not None}
+        runnable = self._runnable_of(specs)
         try:
             done = await asyncio.to_thread(
                 run_round,
@@ -294,6 +295,15 @@ class JobRunner:
             task = asyncio.create_task(self._execute(run, spec, done.configs.get(run.module)))
             task.add_done_callback(functools.partial(self._report, run, spec))
             self.tasks[run.id] = task
+
+    def _runnable_of(self, specs: dict[tuple[str, str], JobSpec]) -> dict[tuple[str, str], str]:
+        """Return the version of each job this runner can run (kept until `refresh`)."""
+        if self._runnable[0] is not specs:
+            self._runnable = (
+                specs,
+                {k: s.version for k, s in specs.items() if s.runtime is not None},
+            )
+        return self._runnable[1]
 
     def _settle(self) -> None:
         """Have a round record the outcomes waiting (and fill the slots they free) soon:
