@@ -224,3 +224,32 @@ def test_a_go_on_that_fails_part_way_rolls_back_and_the_run_is_recorded_alone(
     assert [r["payload"]["n"] for r in seen(services, sink)] == [1, 2, 3, 4, 5]
     # Each delivered once: the rolled-back finish was written again on its own.
     assert {(d.status, d.attempt) for d in deliveries(services)} == {("delivered", 1)}
+
+
+def test_a_pair_with_a_live_run_is_not_claimed_even_for_an_older_redelivery(
+    services: Services, sources: Path
+) -> None:
+    source = install(services, sources, emitter(unique("src")))
+    sink = install(services, sources, subscriber(unique("sub"), source))
+    other = install(services, sources, subscriber(unique("sub"), source))
+    store: EventStore = services.events.store
+    lease = timedelta(seconds=30)
+
+    async def body(rig: Rig) -> None:
+        first = rig.emit(source, {"n": 1})
+        (run,) = store.claim("node", rig.clock(), 8, {sink}, lease)
+        assert store.delivered([run[0].id], "node", rig.clock()) == 1
+        rig.emit(source, {"n": 2})
+        (running,) = store.claim("node", rig.clock(), 8, {sink}, lease)
+        assert [d.seq for d in running] == [2]
+        store.redeliver(first, sink, rig.clock())
+        # The pair runs seq 2: nothing of it is claimed, not even the older seq 1 again;
+        # another subscriber's pair of the same source is.
+        assert store.claim("node", rig.clock(), 8, {sink}, lease) == []
+        (others,) = store.claim("node", rig.clock(), 8, {sink, other}, lease)
+        assert (others[0].subscriber, [d.seq for d in others]) == (other, [1, 2])
+        assert store.delivered([running[0].id], "node", rig.clock()) == 1
+        (again,) = store.claim("node", rig.clock(), 8, {sink}, lease)
+        assert [(d.seq, d.attempt) for d in again] == [(1, 1)]
+
+    with_rig(services, body)

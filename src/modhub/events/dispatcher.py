@@ -186,7 +186,8 @@ class Dispatcher:
                 # Stopping: what was delivered is recorded; the rest waits for its lease.
                 await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
                 raise
-            catalog = await asyncio.to_thread(self.catalogs.current)
+            fresh = self.catalogs.fresh()
+            catalog = fresh if fresh is not None else await asyncio.to_thread(self.catalogs.current)
             if len(self.tasks) >= self.limits.concurrency or pair[0] not in _runnable(catalog):
                 break
             try:

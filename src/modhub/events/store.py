@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
@@ -86,10 +86,22 @@ _D = cast(Table, EventDelivery.__table__)
 _E = cast(Table, Event.__table__)
 
 
+_BUSY = _D.alias("busy")
+
+
 def _claimable(now: datetime) -> Any:
-    return or_(
-        and_(_D.c.status == PENDING, _D.c.next_attempt_at <= now),
-        and_(_D.c.status == RUNNING, _D.c.lease_until < now),
+    """Deliveries due (pending) or taken back (running, lease expired), of a pair with no
+    delivery running under a live lease: such a pair waits for that run, and a claimer woken
+    meanwhile (by every emit) finds it without a write transaction."""
+    busy = select(_BUSY.c.subscriber, _BUSY.c.source).where(
+        _BUSY.c.status == RUNNING, _BUSY.c.lease_until >= now
+    )  # not correlated: read once a statement (few rows run at a time)
+    return and_(
+        or_(
+            and_(_D.c.status == PENDING, _D.c.next_attempt_at <= now),
+            and_(_D.c.status == RUNNING, _D.c.lease_until < now),
+        ),
+        tuple_(_D.c.subscriber, _D.c.source).not_in(busy),
     )
 
 
