@@ -25,11 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from common import (
     load_average,
@@ -40,6 +44,7 @@ from common import (
     utc_now,
     verdict,
 )
+from modhub.db.models import EventDelivery
 from modhub.registry import Status
 from modhub.sandbox.channel import CallerContext
 from modhub.services import Services
@@ -106,11 +111,49 @@ def pending(svc: Services) -> int:
     return int(page["total"]) + int(running["total"])
 
 
-async def measure(svc: Services, burst: int, rate: float, seconds: float) -> dict[str, Any]:
+CONTEXT = CallerContext("bench-source", "1.0.0", None, None, time.monotonic() + 86400)
+
+
+def install(svc: Services) -> None:
+    """Add and enable the source and the subscriber."""
     for folder in modules(Path(tempfile.mkdtemp(prefix="bench-events-"))):
         svc.lifecycle.add_bundle(folder, actor="bench")
         done, _, op = svc.lifecycle.set_status(folder.name, Status.ENABLED, actor="bench")  # type: ignore[misc]
         assert done, op
+
+
+async def paced(svc: Services, rate: float, seconds: float) -> list[int]:
+    """Emit probes at `rate` per second for `seconds`, each awaited through the `events`
+    service as a worker's emit reaches it; return the event ids."""
+    ids: list[int] = []
+    interval, count = 1 / rate, int(rate * seconds)
+    began = time.perf_counter()
+    for n in range(count):
+        await asyncio.sleep(max(0.0, began + n * interval - time.perf_counter()))
+        args = {"name": "tick", "payload": {"n": n, "probe": 1}}
+        ids.append((await svc.events.handle(CONTEXT, "emit", args))["id"])
+    return ids
+
+
+def handler_started(svc: Services, ids: list[int]) -> list[tuple[float, str]]:
+    """Return, for each event, its emit -> handler started time (ms) and which dispatcher
+    ran it (the owner that recorded its delivery)."""
+    found = []
+    for event_id in ids:
+        stored = svc.events.store.get(event_id)
+        emitted_at = datetime.fromisoformat(stored["emittedAt"]).timestamp()
+        started = svc.store.get_entry("bench-sink", f"t/{event_id}")
+        assert started is not None
+        with svc.db.read() as session:
+            owner = session.scalar(
+                select(EventDelivery.claimed_by).where(EventDelivery.event_id == event_id)
+            )
+        found.append(((float(started.value) - emitted_at) * 1000, str(owner)))
+    return found
+
+
+async def measure(svc: Services, burst: int, rate: float, seconds: float) -> dict[str, Any]:
+    install(svc)
     events = svc.events
     # Warm up: the catalog, the schema, the subscriber's worker.
     for n in range(20):
@@ -123,11 +166,10 @@ async def measure(svc: Services, burst: int, rate: float, seconds: float) -> dic
     await svc.dispatcher.drain()
 
     # 1. emit cost, delivery off: the awaited service call a worker's emit reaches.
-    context = CallerContext("bench-source", "1.0.0", None, None, time.monotonic() + 3600)
     costs = []
     for n in range(burst):
         start = time.perf_counter()
-        await events.handle(context, "emit", {"name": "tick", "payload": {"n": n}})
+        await events.handle(CONTEXT, "emit", {"name": "tick", "payload": {"n": n}})
         costs.append((time.perf_counter() - start) * 1000)
 
     # 2. delivered/s of the stored burst.
@@ -138,41 +180,26 @@ async def measure(svc: Services, burst: int, rate: float, seconds: float) -> dic
     drained = time.perf_counter() - start
 
     # 3. emit -> handler started at `rate` per second, the dispatcher running.
-    ids: list[tuple[int, float]] = []
-    interval, count = 1 / rate, int(rate * seconds)
-    began = time.perf_counter()
-    for n in range(count):
-        await asyncio.sleep(max(0.0, began + n * interval - time.perf_counter()))
-        emitted = time.time()
-        done = await asyncio.to_thread(
-            events.emit, "bench-source", "1.0.0", {"name": "tick", "payload": {"n": n, "probe": 1}}
-        )
-        ids.append((done["id"], emitted))
+    ids = await paced(svc, rate, seconds)
     while pending(svc):
         await asyncio.sleep(0.05)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
-    latencies = []
-    for event_id, _ in ids:
-        stored = svc.events.store.get(event_id)
-        emitted_at = datetime.fromisoformat(stored["emittedAt"]).timestamp()
-        started = svc.store.get_entry("bench-sink", f"t/{event_id}")
-        assert started is not None
-        latencies.append((float(started.value) - emitted_at) * 1000)
+    latencies = [ms for ms, _ in handler_started(svc, ids)]
     return {
         "emit_p50": percentile(costs, 50),
         "emit_p99": percentile(costs, 99),
         "delivered_per_s": burst / drained,
         "latency_p50": percentile(latencies, 50),
         "latency_p99": percentile(latencies, 99),
-        "count": count,
+        "count": len(ids),
     }
 
 
-def run(database_url: str | None, label: str, args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="bench-events-data-"))
-    settings = Settings(
-        data_dir=data,
+def node_settings(database_url: str | None) -> Settings:
+    """Return the settings of one node on its own temporary data dir."""
+    return Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="bench-events-data-")),
         database_url=database_url,
         secret_key=SECRET,
         admin_password="bench password",
@@ -180,7 +207,110 @@ def run(database_url: str | None, label: str, args: argparse.Namespace) -> None:
         scheduler=False,
         operation_wait_seconds=120,
     )
-    svc = Services.start(settings)
+
+
+def serve_node(database_url: str) -> None:
+    """Be the second node (a process of its own): its dispatcher and its listener of other
+    nodes' emits (NOTIFY), as `modhub serve` runs them, until stdin closes. Prints its
+    dispatcher's owner when it is ready."""
+    svc = Services.start(node_settings(database_url))
+
+    async def main() -> None:
+        background = [asyncio.create_task(svc.dispatcher.run())]
+        for listener in (svc.event_listener(), svc.change_listener()):
+            if listener is not None:
+                background.append(asyncio.create_task(listener.run()))
+        print(svc.dispatcher.owner, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the bench closes our stdin
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await svc.dispatcher.drain()
+        await svc.pool.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.close()
+
+
+async def delivered_all(svc: Services, ids: list[int]) -> None:
+    """Wait until every one of these events was delivered."""
+    while pending(svc):
+        await asyncio.sleep(0.05)
+    assert all(svc.store.get_entry("bench-sink", f"t/{i}") is not None for i in ids)
+
+
+async def measure_nodes(svc: Services, other: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Two nodes on one database, every emit through this one: (a) only the other node
+    dispatches (each delivery crosses nodes: NOTIFY, claim there); (b) both dispatch, the
+    handler started on whichever claims first."""
+    install(svc)
+    await delivered_all(svc, await paced(svc, 20, 1))  # warm: the other node's worker
+    crossing = handler_started(svc, await paced(svc, rate, seconds))
+    await delivered_all(svc, [])
+    background = [asyncio.create_task(svc.dispatcher.run())]
+    listener = svc.event_listener()
+    if listener is not None:
+        background.append(asyncio.create_task(listener.run()))
+    ids = await paced(svc, rate, seconds)
+    await delivered_all(svc, ids)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await svc.dispatcher.drain()
+    both = handler_started(svc, ids)
+    assert all(owner == other for _, owner in crossing), "only the other node dispatched"
+    return {"crossing": [ms for ms, _ in crossing], "both": both}
+
+
+def run_nodes(database_url: str, args: argparse.Namespace) -> None:
+    """Print emit -> handler started with two nodes (PostgreSQL)."""
+    node = subprocess.Popen(
+        [sys.executable, __file__, "--serve-node", database_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert node.stdin is not None
+    assert node.stdout is not None
+    try:
+        other = node.stdout.readline().strip()
+        assert other, "the second node did not start"
+        svc = Services.start(node_settings(database_url))
+        try:
+
+            async def main() -> dict[str, Any]:
+                try:
+                    return await measure_nodes(svc, other, args.rate, args.seconds)
+                finally:
+                    await svc.pool.close()
+
+            figures = asyncio.run(main())
+        finally:
+            svc.close()
+    finally:
+        node.stdin.close()
+        node.wait(timeout=60)
+    crossing = figures["crossing"]
+    both = [ms for ms, _ in figures["both"]]
+    there = sum(1 for _, owner in figures["both"] if owner == other)
+    print("\nPostgreSQL, two nodes (emits through node 1)")
+    print(
+        f"  emit -> handler started at {args.rate:g}/s, only node 2 dispatching: "
+        f"p50 {percentile(crossing, 50):.1f} ms, p99 {percentile(crossing, 99):.1f} ms "
+        f"({len(crossing)} events)  {verdict(percentile(crossing, 99) < 300)} (p99 < 300 ms)"
+    )
+    print(
+        f"  emit -> handler started at {args.rate:g}/s, both dispatching: "
+        f"p50 {percentile(both, 50):.1f} ms, p99 {percentile(both, 99):.1f} ms "
+        f"({len(both)} events, {there} run on node 2)  "
+        f"{verdict(percentile(both, 99) < 300)} (p99 < 300 ms)"
+    )
+
+
+def run(database_url: str | None, label: str, args: argparse.Namespace) -> None:
+    svc = Services.start(node_settings(database_url))
     try:
 
         async def main() -> dict[str, Any]:
@@ -214,7 +344,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--burst", type=int, default=3000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--nodes", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--serve-node", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_node:
+        serve_node(args.serve_node)
+        return
     print(f"events benchmark, {utc_now()}")
     print(f"machine: {machine_summary()}")
     print(f"software: {software('sqlalchemy', 'psycopg')}")
@@ -223,6 +358,10 @@ def main() -> None:
         with postgres_database("bench_events") as url:
             if url is not None:
                 run(url, "PostgreSQL", args)
+        if args.nodes == 2:
+            with postgres_database("bench_events_nodes") as url:
+                if url is not None:
+                    run_nodes(url, args)
     print(f"\nload average after: {load_average()}")
 
 
