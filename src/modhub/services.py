@@ -251,12 +251,19 @@ class Services:
             log.warning("took over from a gone node: %s", line)
 
     def change_listener(self) -> ChangeListener | None:
-        """Return a listener that wakes the route sync and the job runner whenever another
-        node changes the registry (PostgreSQL; None on SQLite or when turned off)."""
+        """Return a listener that drops the registry's read cache and wakes the route sync
+        and the job runner whenever another node changes the registry (PostgreSQL; None on
+        SQLite or when turned off)."""
         if self.db.dialect != "postgresql" or not self.settings.listen_changes:
             return None
         return ChangeListener(
-            self.db.url, [self.sync.wake, self.jobs.wake, self.events.catalogs.invalidate]
+            self.db.url,
+            [
+                self.registry.invalidate,  # first: what the woken read is never a cached answer
+                self.sync.wake,
+                self.jobs.wake,
+                self.events.catalogs.invalidate,
+            ],
         )
 
     def event_listener(self) -> ChangeListener | None:

@@ -192,8 +192,13 @@ _EDGES_FROM = (
     .where(Module.name.in_(bindparam("names", expanding=True)))
 )
 IN_CHUNK = 500  # names per IN (...): far below every database's limit on parameters
-# (module count, newest update): it moves on every registry change; count(*) for SQLite.
-FINGERPRINT = select(func.count(), func.max(Module.updated_at)).select_from(Module)
+# (module count, newest update, version count): it moves on every registry change (a new
+# version of a module leaves the module's row as it was); count(*) for SQLite.
+FINGERPRINT = select(
+    func.count(),
+    func.max(Module.updated_at),
+    select(func.count()).select_from(ModuleVersion).scalar_subquery(),
+).select_from(Module)
 _VERSIONS = select(ModuleVersion.version, ModuleVersion.created_at).where(
     ModuleVersion.module_id == bindparam("id")
 )

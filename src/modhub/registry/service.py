@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from modhub.errors import Conflict, DependencyCycle, InvalidInput, NotFound
 from modhub.keys import SecretBox
 from modhub.manifest import Manifest, ValidationResult, validate_manifest
 from modhub.registry import config as configs
+from modhub.registry.cache import Answer, ReadCache, to_json
 from modhub.registry.graph import find_cycle
 from modhub.registry.planning import disable_plan, enable_plan, upgrade_plan
 from modhub.registry.rows import (
@@ -81,6 +82,11 @@ class Registry:
         # Called in the transaction of each status, version and config change, with its
         # audit action and detail (the platform's events are emitted from here).
         self.observers: list[Callable[[Session, str, str, dict[str, Any]], None]] = []
+        # The API's module list and details, dropped on every change (`cache.py`): here
+        # after each commit, from other nodes by `invalidate` (the change listener) and
+        # by `fingerprint` when the poll sees the registry move.
+        self.reads = ReadCache()
+        self._seen: tuple[int, str] | None = None
 
     def validate(self, data: object, *, folder: Path | None = None) -> ValidationResult:
         """Validate a manifest as registration on this server would (its settings applied),
@@ -120,17 +126,66 @@ class Registry:
             {"items": items, "total": total, "limit": limit, "offset": offset}
         )
 
+    def cached(self, key: Hashable) -> Answer | None:
+        """Return the cached answer under `key`, or None (no database read)."""
+        return self.reads.get(key)
+
+    def read_cached(self, key: Hashable, read: Callable[[], Answer]) -> Answer:
+        """Return the cached answer under `key`, or `read` it and keep it.
+
+        The answer must depend on the registry's rows alone: the cache is dropped on every
+        registry change, and on nothing else.
+        """
+        found = self.reads.get(key)
+        if found is None:
+            generation = self.reads.generation  # before the read: see ReadCache.put
+            found = read()
+            self.reads.put(key, found, generation)
+        return found
+
+    def invalidate(self) -> None:
+        """Drop the cached reads: another node changed the registry (any thread)."""
+        self.reads.invalidate()
+
+    @staticmethod
+    def list_key(
+        status: Status | None, q: str | None, limit: int, offset: int
+    ) -> tuple[object, ...]:
+        """Return the cache key of a module list page."""
+        return ("list", status, q, max(1, min(limit, MAX_PAGE)), offset)
+
+    def list_json(
+        self,
+        *,
+        status: Status | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> bytes:
+        """Return a page of `list_modules` as the API's JSON, from the cache when it can."""
+        key = self.list_key(status, q, limit, offset)
+        answer = self.read_cached(
+            key,
+            lambda: (to_json(self.list_modules(status=status, q=q, limit=limit, offset=offset)),),
+        )
+        return answer[0]
+
     def get(self, name: str) -> ModuleDetail:
         """Return a module with its manifest, masked config, dependencies and versions."""
         with self.db.query() as connection:
             return read_detail(connection, name)
 
     def fingerprint(self) -> tuple[int, str]:
-        """Return (module count, newest update time): it moves on every registry change,
-        so other processes sharing the database notice changes by polling it."""
+        """Return (module count, newest update time and version count): it moves on every
+        registry change, so other processes sharing the database notice changes by polling
+        it. Drops the cached reads when it moved since this process last looked."""
         with self.db.query() as connection:
-            count, newest = connection.execute(FINGERPRINT).one()
-        return int(count), str(newest)
+            count, newest, versions = connection.execute(FINGERPRINT).one()
+        seen = int(count), f"{newest} {versions}"
+        if seen != self._seen:
+            self._seen = seen
+            self.reads.invalidate()  # a change this node was not told of (or the first look)
+        return seen
 
     def manifest(self, name: str) -> Manifest:
         """Return the typed manifest of a module's active version."""
@@ -306,6 +361,9 @@ class Registry:
             module = find_module(session, name, lock=True, missing_ok=True)
             if module is not None:
                 module.last_error = error
+                module.updated_at = utcnow()  # the fingerprint moves: polling nodes see it
+                announce(session, name)
+        self.reads.invalidate()
 
     def version_info(self, name: str, version: str | None = None) -> tuple[Manifest, ModuleVersion]:
         """Return the typed manifest and the row of a version (the active one by default)."""
@@ -503,6 +561,7 @@ class Registry:
         with self.db.write() as session:
             result = change(session)
             announce(session, notify)  # other nodes hear of it when this commits
+        self.reads.invalidate()  # after the commit: a read from now on sees the change
         for listener in self.listeners:
             listener(notify)
         return result

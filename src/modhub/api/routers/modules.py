@@ -15,6 +15,7 @@ from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
 from modhub.lifecycle.service import quota_bytes
 from modhub.registry import Status
+from modhub.registry.cache import Answer, to_json
 from modhub.registry.types import (
     ConfigView,
     ModuleDetail,
@@ -23,7 +24,6 @@ from modhub.registry.types import (
     Plan,
     RemovalPlan,
     Shape,
-    StorageUsage,
 )
 from modhub.services import Services
 
@@ -95,7 +95,7 @@ class ValidationOut(Shape):
     warnings: list[ValidationIssue]
 
 
-@router.get("", responses=responses(401, 403, 422))
+@router.get("", response_model=ModulePage, responses=responses(401, 403, 422))
 async def list_modules(
     svc: ServicesDep,
     _principal: Reader,
@@ -103,11 +103,19 @@ async def list_modules(
     q: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> ModulePage:
+) -> Response:
     """List modules, filtered by status and a search text, a page at a time."""
-    return await lookup(
-        svc, svc.registry.list_modules, status=status, q=q, limit=limit, offset=offset
+    # The page as JSON, from the registry's read cache when it holds it: then no thread,
+    # no database and no serialization (the cache is dropped on every registry change).
+    cached = svc.registry.cached(svc.registry.list_key(status, q, limit, offset))
+    body = (
+        cached[0]
+        if cached is not None
+        else await lookup(
+            svc, svc.registry.list_json, status=status, q=q, limit=limit, offset=offset
+        )
     )
+    return Response(body, media_type="application/json")
 
 
 @router.post("", status_code=201, responses=responses(401, 403, 409, 413, 422))
@@ -122,21 +130,33 @@ def validate(body: ManifestBody, svc: ServicesDep, _principal: Reader) -> Valida
     return ValidationOut.model_validate(svc.registry.validate(body.manifest).public())
 
 
-def _view(svc: Services, name: str) -> ModuleView:
+def _view_parts(svc: Services, name: str) -> tuple[bytes, bytes]:
+    """Return a module's ModuleView JSON around its store's key count and bytes: what
+    comes before the key count, and what comes after the bytes (the storage limit)."""
     detail = svc.registry.get(name)
-    usage = svc.store.usage(name)  # the module's usage row: one indexed lookup
     runtime = detail.manifest.get("runtime") or {}
     megabytes = runtime.get("storageMb") if isinstance(runtime, dict) else None
     limit = quota_bytes(megabytes if isinstance(megabytes, int) else None, svc.settings)
-    storage = StorageUsage(keys=usage.keys, bytes=usage.bytes, limit_bytes=limit)
-    return ModuleView(**dict(detail), storage=storage)
+    # A ModuleView is the detail's fields, then `storage` ({keys, bytes, limitBytes}).
+    body = to_json(detail)
+    return body[:-1] + b',"storage":{"keys":', b',"limitBytes":%d}}' % limit
 
 
-@router.get("/{name}", responses=responses(401, 403, 404))
-async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> ModuleView:
+def _view(svc: Services, name: str, parts: Answer | None) -> bytes:
+    if parts is None:
+        parts = svc.registry.read_cached(("view", name), lambda: _view_parts(svc, name))
+    usage = svc.store.usage(name)  # the module's usage row: one indexed lookup (not cached)
+    head, tail = parts
+    return b'%s%d,"bytes":%d%s' % (head, usage.keys, usage.bytes, tail)
+
+
+@router.get("/{name}", response_model=ModuleView, responses=responses(401, 403, 404))
+async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> Response:
     """Return a module with its manifest, config, dependencies, dependents, versions and
     the use of its store."""
-    return await lookup(svc, _view, svc, name)
+    # The view but its store's use is cached by the registry (dropped on every change).
+    body = await lookup(svc, _view, svc, name, svc.registry.cached(("view", name)))
+    return Response(body, media_type="application/json")
 
 
 @router.put("/{name}/status", responses={202: ACCEPTED, **responses(401, 403, 404, 409, 422)})
