@@ -253,6 +253,10 @@ async def measure_nodes(svc: Services, other: str, rate: float, seconds: float) 
     listener = svc.event_listener()
     if listener is not None:
         background.append(asyncio.create_task(listener.run()))
+    for _ in range(10):  # warm: this node's worker too (its cold start is not measured)
+        await delivered_all(svc, await paced(svc, 20, 0.5))
+        if any(key.startswith("bench-sink") for key in svc.pool.workers):
+            break
     ids = await paced(svc, rate, seconds)
     await delivered_all(svc, ids)
     for task in background:
