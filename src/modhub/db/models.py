@@ -234,7 +234,7 @@ class JobRun(Base):
     scheduled_at: Mapped[datetime]
     not_before: Mapped[datetime]
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # indexed first in ix_job_runs_ready
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -14,12 +14,13 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
-from modhub.db.models import JobRun
+from modhub.db.models import JobRun, Module
 
 CLAIM_LOCK = 0x6A6F6273  # the first key of the two-key advisory locks on module names
 CANDIDATES = 4  # runs read per free slot: some may be held back by their module's limit
@@ -77,6 +78,13 @@ _CLAIM = (
     .where(JobRun.id.in_(bindparam("ids", expanding=True)), JobRun.status == "queued")
     .values(status="running", started_at=bindparam("started"), owner=bindparam("runner"))
 )
+# PostgreSQL: the claim and the read of the claimed modules' configs in one round trip (a
+# data-modifying WITH runs whether or not the query reads it).
+_CLAIM_AND_CONFIGS = (
+    select(Module.name, Module.config)
+    .where(Module.name.in_(bindparam("names", expanding=True)))
+    .add_cte(_CLAIM.returning(JobRun.id).cte("claimed"))
+)
 
 
 def claim_ready(
@@ -119,9 +127,13 @@ def claim_in(
     room: int,
     per_module: int,
     runnable: Mapping[tuple[str, str], str],
+    stored: dict[str, Any] | None = None,
 ) -> list[Claim]:
     """Claim as `claim_ready` does, in the caller's write transaction (no probe); in Core,
-    on the session's connection."""
+    on the session's connection.
+
+    On PostgreSQL, the stored configs of the claimed runs' modules are put in `stored` (if
+    given) by the statement that claims them; a module that is gone has none."""
     if room <= 0 or not runnable:
         return []
     connection = session if isinstance(session, Connection) else session.connection()
@@ -152,7 +164,12 @@ def claim_in(
             continue
         running[claim.module] = running.get(claim.module, 0) + 1
         chosen.append(claim)
-    if chosen:
-        ids = [c.id for c in chosen]
-        connection.execute(_CLAIM, {"ids": ids, "started": now, "runner": owner})
+    if not chosen:
+        return chosen
+    taken: dict[str, Any] = {"ids": [c.id for c in chosen], "started": now, "runner": owner}
+    if postgres and stored is not None:
+        names = sorted({c.module for c in chosen})
+        stored.update(connection.execute(_CLAIM_AND_CONFIGS, {**taken, "names": names}).all())
+    else:
+        connection.execute(_CLAIM, taken)
     return chosen

@@ -156,6 +156,12 @@ class ConfigReader:
         else:
             with db.query() as connection:
                 stored = dict(connection.execute(_CONFIGS, names).all())
+        return self.decode(modules, stored)
+
+    def decode(
+        self, modules: set[str], stored: Mapping[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any] | None]:
+        """Return each module's config in clear from its stored one (None: it is gone)."""
         out: dict[str, dict[str, Any] | None] = {}
         for name in modules:
             value = stored.get(name)
@@ -195,8 +201,13 @@ def run_round(
         return done
     with writer(db).begin() as connection:  # Core: a session's ORM layer cost more here
         done.recorded = record(connection, outcomes, insert_new)
-        done.claims = claim_in(connection, now, owner, room, per_module, runnable)
-        done.configs = reader.read(db, {c.module for c in done.claims}, connection)
+        if connection.dialect.name == "postgresql":  # configs read by the claim
+            stored: dict[str, Any] = {}
+            done.claims = claim_in(connection, now, owner, room, per_module, runnable, stored)
+            done.configs = reader.decode({c.module for c in done.claims}, stored)
+        else:
+            done.claims = claim_in(connection, now, owner, room, per_module, runnable)
+            done.configs = reader.read(db, {c.module for c in done.claims}, connection)
     return done
 
 
