@@ -153,6 +153,7 @@ class Services:
                 heartbeat=lease / 3,
                 retention=timedelta(hours=settings.event_retention_hours),
             ),
+            configs=configs,  # the routes' cache, kept fresh by the route sync
         )
         events.listeners.append(dispatcher.wake)
         registry.observers.append(PlatformEvents(events))  # modhub/module.* events

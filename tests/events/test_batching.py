@@ -253,3 +253,29 @@ def test_a_pair_with_a_live_run_is_not_claimed_even_for_an_older_redelivery(
         assert [(d.seq, d.attempt) for d in again] == [(1, 1)]
 
     with_rig(services, body)
+
+
+def test_the_services_dispatcher_hands_a_changed_config_to_the_next_run(
+    services: Services, sources: Path
+) -> None:
+    source = install(services, sources, emitter(unique("src")))
+    manifest = subscriber(unique("sub"), source)
+    manifest["config"] = {"schema": {"token": {"type": "password"}, "size": {"type": "integer"}}}
+    sink = install(services, sources, manifest)
+    services.registry.set_config(sink, {"token": "s3cret", "size": 1}, actor="t")
+    # The routes' cached configs, as Services gives them to its dispatcher.
+    assert services.dispatcher.configs is services.module_configs
+
+    async def body(rig: Rig) -> None:
+        rig.dispatcher.configs = services.module_configs
+        rig.emit(source, {"n": 1})
+        await rig.settle()
+        services.registry.set_config(sink, {"token": "other", "size": 2}, actor="t")
+        rig.emit(source, {"n": 2})
+        await rig.settle()
+
+    with_rig(services, body)
+    assert [r["config"] for r in seen(services, sink)] == [
+        {"token": "s3cret", "size": 1},
+        {"token": "other", "size": 2},
+    ]

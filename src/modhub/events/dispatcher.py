@@ -71,15 +71,17 @@ class Dispatcher:
         runtime_for: RuntimeFor,
         limits: DispatchLimits | None = None,
         clock: Clock = utc_now,
+        configs: ModuleConfigs | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.catalogs = catalogs
         self.pool = pool
         self.runtime_for = runtime_for
-        # Read at each run's start (a config change reaches the next run); one Core read,
-        # the secrets decrypted again only when the stored config changed.
-        self.configs = ModuleConfigs(registry)
+        # Asked at each run's start. The services pass the routes' cached configs (kept
+        # fresh by the route sync: a change reaches the next run as it reaches the routes);
+        # alone, one Core read each time, the secrets decrypted only when they changed.
+        self.configs = configs or ModuleConfigs(registry)
         self.limits = limits or DispatchLimits()
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
