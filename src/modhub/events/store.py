@@ -1,15 +1,19 @@
 """Events and their deliveries in the database: publish, claim, finish, list, prune.
 
-Publishing stores the event and one `pending` delivery per subscriber in the caller's
-transaction: the event is durable when that commits. A per-source sequence number (under
-an advisory lock on PostgreSQL; SQLite serializes writers) gives each source's emit order.
+Publishing stores the event and one `pending` delivery per subscriber in one transaction
+(a worker's emit: its own, through the module store's writer; a platform event: the
+registry change's): the event is durable when that commits. A per-source sequence number
+(under an advisory lock on PostgreSQL; SQLite serializes writers) gives each source's emit
+order. The statements are plain SQL on SQLite's driver connection and one INSERT … RETURNING
+with its deliveries on PostgreSQL; the claim and finish paths are SQLAlchemy Core.
 
 Claiming (docs/architecture.md, "Events"): one claimer at a time takes, for each
 (subscriber, source) pair that is ready, the unbroken run of that pair's oldest unfinished
 deliveries that are due, locked `FOR UPDATE SKIP LOCKED` on PostgreSQL. A pair with a
 delivery running under a live lease, or whose oldest delivery waits for a retry, is left
 alone: that is what keeps each subscriber's deliveries in emit order per source. A
-`running` delivery whose lease expired (its node died) is claimable again.
+`running` delivery whose lease expired (its node died) is claimable again. A finished run
+is recorded with its pair's next run claimed in the same transaction (`go_on`).
 """
 
 from __future__ import annotations
