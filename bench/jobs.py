@@ -40,8 +40,9 @@ separately and says which is which:
 4. TWO NODES on PostgreSQL (issue 13): as 2., with a second runner in a process of its own
    (`bench/jobs.py --node ...`: its own `Services`, worker pool and runner loop on the
    same database and data dir) reading the shifted clock's offset from a file at each
-   tick; `--boundaries` + 1 boundaries, the first starting both nodes' workers. Each
-   boundary's line says how many runs each runner executed.
+   tick, and woken when the first node queues runs (NOTIFY on `modhub_jobs`, as every
+   node of `modhub serve` is); `--boundaries` + 1 boundaries, the first starting both
+   nodes' workers. Each boundary's line says how many runs each runner executed.
 
 Waiting: no phase waits for a real minute boundary. Phases 2 and 4 shift the clock so a
 boundary comes 2-3 s after it is aimed at (about 3 s of waiting, then the drain, per
@@ -92,6 +93,7 @@ from common import (
     utc_now,
     verdict,
 )
+from modhub.cluster.notify import JOBS_CHANNEL, ChangeListener
 from modhub.db.models import JobRun, Module
 from modhub.jobs import JobLimits, JobRunner
 from modhub.registry import Status
@@ -622,15 +624,23 @@ def node_main(url: str, data_dir: str, offset_file: str, stop_file: str) -> None
             clock=clock,
         )
         ready = Path(offset_file).with_name("node-ready")
+        # As `modhub serve`: woken when the other node queues runs (NOTIFY modhub_jobs);
+        # here a wake is a tick, as in `JobRunner.run` before `claim_soon`.
+        woken = asyncio.Event()
+        listener = ChangeListener(url, [woken.set], channel=JOBS_CHANNEL)
+        listening = asyncio.create_task(listener.run())
         try:
             while not Path(stop_file).exists():
                 with suppress(OSError, ValueError):
                     offset[0] = float(Path(offset_file).read_text())
                 await runner.tick(clock())
                 ready.touch()  # its jobs are loaded and its lease taken
-                await asyncio.sleep(1.0 - clock().timestamp() % 1.0)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), 1.0 - clock().timestamp() % 1.0)
+                woken.clear()
             await runner.drain()
         finally:
+            listening.cancel()
             runner.lease.release()
             await pool.close()
 
