@@ -68,6 +68,18 @@ FLAKY = (
     "    event.store.set(f'seen/{n:06d}', {'id': event.id, 'attempt': event.attempt})\n"
 )
 
+# Marks its start, then waits until the test sets the store's key `go` (a shutdown test
+# stops the dispatcher while it waits), then records the event.
+GATE = (
+    "import time\n\n\n"
+    "def handler(event):\n"
+    "    event.store.set(f'started/{event.id}', event.attempt)\n"
+    "    while event.store.get('go') is None:\n"
+    "        time.sleep(0.01)\n"
+    "    n = event.store.incr('count')\n"
+    "    event.store.set(f'seen/{n:06d}', {'id': event.id, 'attempt': event.attempt})\n"
+)
+
 
 @pytest.fixture(scope="session")
 def events_database() -> Iterator[tuple[str, list[str]]]:
@@ -166,6 +178,7 @@ def install(
         "events/record.py": RECORD,
         "events/fail.py": FAIL,
         "events/flaky.py": FLAKY,
+        "events/gate.py": GATE,
     }
     services.lifecycle.add_bundle(write_module(sources, manifest, files), actor=ACTOR)
     if enable:

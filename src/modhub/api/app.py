@@ -81,8 +81,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if svc.settings.prefetch:
             background.append(asyncio.create_task(svc.materializer.prefetch()))
         watch = ShutdownWatch(svc.settings.shutdown_grace_seconds)
-        watch.install()  # SIGTERM: job runs drain while uvicorn drains the requests
-        drain = asyncio.create_task(watch.drain(svc.jobs))
+        watch.install()  # SIGTERM: job runs and events drain while uvicorn drains requests
+        dispatching = svc.dispatcher if svc.settings.event_dispatch else None
+        drain = asyncio.create_task(watch.drain(svc.jobs, dispatching))
         try:
             yield
         finally:

@@ -5,8 +5,10 @@ connection is refused), lets the requests in flight finish for `timeout_graceful
 seconds (`modhub serve` passes MODHUB_SHUTDOWN_GRACE_SECONDS), then runs the app's lifespan
 shutdown. The job runner must start its own drain at the signal, not after the requests: a
 `ShutdownWatch` hears the signal beside uvicorn's handler (it chains to it) and starts
-`jobs.shutdown.stop` at once, so runs and requests share the one grace period. The
-lifespan then waits for that drain, and only then stops the module workers.
+`jobs.shutdown.stop` at once, so runs and requests share the one grace period; the event
+dispatcher stops beside it (`Dispatcher.stop`: the delivery in flight finishes, the rest
+of its run is given back for any node). The lifespan then waits for that drain, and only
+then stops the module workers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from modhub.events.dispatcher import Dispatcher
 from modhub.jobs import JobRunner
 from modhub.jobs.shutdown import stop
 
@@ -27,7 +30,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class ShutdownWatch:
-    """Hears the stop signal of the server this app runs in, and drains the job runner."""
+    """Hears the stop signal of the server this app runs in, and drains the job runner
+    and the event dispatcher."""
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
@@ -60,10 +64,14 @@ class ShutdownWatch:
                 signal.signal(number, previous)
         self._previous.clear()
 
-    async def drain(self, jobs: JobRunner) -> None:
-        """At the signal, stop `jobs` gracefully within the grace period."""
+    async def drain(self, jobs: JobRunner, dispatcher: Dispatcher | None = None) -> None:
+        """At the signal, stop `jobs` and the event `dispatcher` gracefully, side by side,
+        within the one grace period."""
         await self.signalled.wait()
-        await stop(jobs, self.grace)
+        stops = [stop(jobs, self.grace)]
+        if dispatcher is not None:
+            stops.append(dispatcher.stop(self.grace))
+        await asyncio.gather(*stops)
 
     async def finish(self, drain: asyncio.Task[None]) -> None:
         """At the lifespan's end: wait for the drain if a signal started it, else drop it

@@ -86,6 +86,7 @@ class Dispatcher:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False  # set by `stop`: nothing more is claimed or started
         self.delivered = 0  # deliveries this dispatcher marked delivered
         self._fingerprint: tuple[int, str] | None = None
         self._renewed_at: datetime | None = None
@@ -122,7 +123,7 @@ class Dispatcher:
             catalog = await asyncio.to_thread(self.catalogs.current)
         room = self.limits.concurrency - len(self.tasks)
         runnable = _runnable(catalog)
-        if room <= 0 or not runnable:
+        if room <= 0 or not runnable or self.stopping:
             return 0
         runs = await asyncio.to_thread(
             self.store.claim,
@@ -166,6 +167,30 @@ class Dispatcher:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
+    async def stop(self, grace: float) -> int:
+        """Stop gracefully (SIGTERM): claim nothing more; each run in flight finishes the
+        delivery it is in, records it and gives the rest of its claimed deliveries back at
+        once, for any node to claim (no lease to wait out). A delivery still going after
+        `grace` seconds is interrupted: a failed attempt, retried as its subscription
+        allows. Return how many were interrupted."""
+        self.stopping = True
+        running = [task for task in self.tasks if not task.done()]
+        if not running:
+            return 0
+        log.info("waiting up to %.0f s for %d event delivery run(s)", grace, len(running))
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            log.warning(
+                "%d event delivery(ies) still going after %.0f s: interrupted, retried by"
+                " any node as their subscriptions allow",
+                len(late),
+                grace,
+            )
+        return len(late)
+
     # -- delivering ------------------------------------------------------------------------
 
     async def _deliver_run(self, run: list[Claimed], catalog: Catalog) -> None:
@@ -176,21 +201,27 @@ class Dispatcher:
         configs: dict[str, dict[str, Any]] = {}  # read once a run: one subscriber's
         done: list[int] = []
         while run:
+            k = 0
             try:
                 for k, delivery in enumerate(run):
+                    if self.stopping:  # stopping: give back what was not started
+                        await self._give_back(done, run[k:])
+                        return
                     if not await self._deliver(delivery, catalog, configs):
-                        rest = [d.id for d in run[k + 1 :]]
-                        await self._record(done)
-                        await asyncio.to_thread(self.store.release, rest, self.owner)
+                        await self._give_back(done, run[k + 1 :])
                         return
                     done.append(delivery.id)
-            except asyncio.CancelledError:
-                # Stopping: what was delivered is recorded; the rest waits for its lease.
-                await asyncio.to_thread(self.store.delivered, done, self.owner, self.clock())
+            except asyncio.CancelledError:  # stopped at the deadline, mid-delivery
+                await self._interrupted(run[k], catalog)
+                await self._give_back(done, run[k + 1 :])
                 raise
             fresh = self.catalogs.fresh()
             catalog = fresh if fresh is not None else await asyncio.to_thread(self.catalogs.current)
-            if len(self.tasks) >= self.limits.concurrency or pair[0] not in _runnable(catalog):
+            if (
+                self.stopping
+                or len(self.tasks) >= self.limits.concurrency
+                or pair[0] not in _runnable(catalog)
+            ):
                 break
             try:
                 run = await asyncio.to_thread(
@@ -209,6 +240,19 @@ class Dispatcher:
             done, configs = [], {}
         await self._record(done)
         self.wake()  # the pair's next deliveries may be waiting behind this run
+
+    async def _give_back(self, done: list[int], rest: list[Claimed]) -> None:
+        """Record the deliveries done, and give back those of the run not attempted."""
+        await self._record(done)
+        await asyncio.to_thread(self.store.release, [d.id for d in rest], self.owner)
+
+    async def _interrupted(self, delivery: Claimed, catalog: Catalog) -> None:
+        """Record an attempt cut short by the server stopping: a failed attempt, retried
+        at once by any node while the subscription's retries allow."""
+        subscriber = catalog.subscription(delivery.subscriber, f"{delivery.source}/{delivery.name}")
+        retries = subscriber.subscription.retries if subscriber is not None else 0
+        retry_at = self.clock() if delivery.attempt <= retries else None
+        await self._failed(delivery, "interrupted: the server stopped", retry_at)
 
     async def _record(self, done: list[int]) -> None:
         """Mark deliveries of a run delivered."""
