@@ -33,7 +33,10 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         le=3600,
-        description="On SIGTERM, how long requests and job runs in flight may take to finish",
+        description=(
+            "On SIGTERM, how long requests, job runs and event deliveries in flight may take"
+            " to finish"
+        ),
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="text, or json: one JSON object a line"
