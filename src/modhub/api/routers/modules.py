@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, Field
 
-from modhub.api.deps import ServicesDep, lookup, require
+from modhub.api.deps import Bearer, ServicesDep, authorization, authorize, lookup, require
 from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
@@ -143,6 +143,8 @@ def _view_parts(svc: Services, name: str) -> tuple[bytes, bytes]:
 
 
 def _view(svc: Services, name: str, parts: Answer | None) -> bytes:
+    """Return a module's ModuleView as JSON: `parts` (or the cached or read ones) around
+    its store's use."""
     if parts is None:
         parts = svc.registry.read_cached(("view", name), lambda: _view_parts(svc, name))
     usage = svc.store.usage(name)  # the module's usage row: one indexed lookup (not cached)
@@ -150,12 +152,22 @@ def _view(svc: Services, name: str, parts: Answer | None) -> bytes:
     return b'%s%d,"bytes":%d%s' % (head, usage.keys, usage.bytes, tail)
 
 
+def _authorized_view(svc: Services, header: str | None, name: str, parts: Answer | None) -> bytes:
+    """Return the view if the caller of `header` holds modules:read (else 401 or 403)."""
+    authorize(svc, header, Permission.MODULES_READ)
+    return _view(svc, name, parts)
+
+
 @router.get("/{name}", response_model=ModuleView, responses=responses(401, 403, 404))
-async def get_module(name: str, svc: ServicesDep, _principal: Reader) -> Response:
+async def get_module(name: str, svc: ServicesDep, credentials: Bearer) -> Response:
     """Return a module with its manifest, config, dependencies, dependents, versions and
     the use of its store."""
     # The view but its store's use is cached by the registry (dropped on every change).
-    body = await lookup(svc, _view, svc, name, svc.registry.cached(("view", name)))
+    # The caller is checked in the same thread hand-off as the view is read (as strictly
+    # as `Reader`: first, on every request); a Response skips response_model's validation.
+    parts = svc.registry.cached(("view", name))
+    header = authorization(credentials)
+    body = await lookup(svc, _authorized_view, svc, header, name, parts)
     return Response(body, media_type="application/json")
 
 
