@@ -12,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from modhub import telemetry
@@ -56,14 +57,17 @@ def authorization(credentials: HTTPAuthorizationCredentials | None) -> str | Non
     return f"Bearer {credentials.credentials}" if credentials else None
 
 
-def authorize(svc: Services, header: str | None, permission: str) -> Principal:
+def authorize(
+    svc: Services, header: str | None, permission: str, connection: Connection | None = None
+) -> Principal:
     """Return the caller of `header` if they hold `permission` (401 or 403 otherwise).
 
     Blocking (a database read): for an endpoint that runs it in the same worker thread as
     its own read, one hand-off for both (see `Bearer`). The caller is noted in the
-    request's log lines (the worker thread shares the request's fields).
+    request's log lines (the worker thread shares the request's fields). Read on
+    `connection` (one of `db.query()`) when given.
     """
-    principal = svc.auth.authenticate(header)
+    principal = svc.auth.authenticate(header, connection)
     telemetry.note(user=principal.username)
     if not principal.can(permission):
         raise Forbidden(permission)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from modhub.auth.credentials import (
@@ -139,14 +140,20 @@ class AuthService:
             return self.tokens.issue(user.username, user.role)
         raise Unauthorized("wrong user name or password")
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        """Return the caller named by an `Authorization: Bearer` header value."""
+    def authenticate(
+        self, authorization: str | None, connection: Connection | None = None
+    ) -> Principal:
+        """Return the caller named by an `Authorization: Bearer` header value.
+
+        Read on `connection` (one of `db.query()`) when given, for a caller that reads more
+        on it, else on one of its own.
+        """
         scheme, _, credential = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         credential = credential.strip()
         api_token = credential.startswith(API_TOKEN_PREFIX)
-        with self.db.query() as connection:
+        with self.db.query() if connection is None else nullcontext(connection) as connection:
             if api_token:
                 found = connection.execute(_BY_API_TOKEN, {"digest": hash_api_token(credential)})
             else:

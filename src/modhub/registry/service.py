@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -170,8 +170,11 @@ class Registry:
         )
         return answer[0]
 
-    def get(self, name: str) -> ModuleDetail:
-        """Return a module with its manifest, masked config, dependencies and versions."""
+    def get(self, name: str, connection: Connection | None = None) -> ModuleDetail:
+        """Return a module with its manifest, masked config, dependencies and versions
+        (read on `connection`, one of `db.query()`, when given)."""
+        if connection is not None:
+            return read_detail(connection, name)
         with self.db.query() as connection:
             return read_detail(connection, name)
 

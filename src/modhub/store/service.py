@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,9 +160,15 @@ class ModuleStore:
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1].key) if more else None)
 
-    def usage(self, module: str) -> Usage:
-        """Return how many live keys the module keeps and their bytes (key + JSON value)."""
-        with self._reader.connect() as connection:
+    def usage(self, module: str, connection: Connection | None = None) -> Usage:
+        """Return how many live keys the module keeps and their bytes (key + JSON value).
+
+        Read on `connection` (one of `db.query()`, which reads as the store's own do) when
+        given, else on one of the store's.
+        """
+        with (
+            self._reader.connect() if connection is None else nullcontext(connection) as connection
+        ):
             found = connection.execute(sql.USAGE, {"module": module, "now": self.clock()}).first()
         return Usage(0, 0) if found is None else Usage(int(found[0]), int(found[1]))
 

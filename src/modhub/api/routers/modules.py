@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, Field
+from sqlalchemy import Connection
 
 from modhub.api.deps import Bearer, ServicesDep, authorization, authorize, lookup, require
 from modhub.api.operations import ACCEPTED, outcome
@@ -130,10 +131,10 @@ def validate(body: ManifestBody, svc: ServicesDep, _principal: Reader) -> Valida
     return ValidationOut.model_validate(svc.registry.validate(body.manifest).public())
 
 
-def _view_parts(svc: Services, name: str) -> tuple[bytes, bytes]:
+def _view_parts(svc: Services, name: str, connection: Connection) -> tuple[bytes, bytes]:
     """Return a module's ModuleView JSON around its store's key count and bytes: what
     comes before the key count, and what comes after the bytes (the storage limit)."""
-    detail = svc.registry.get(name)
+    detail = svc.registry.get(name, connection)
     runtime = detail.manifest.get("runtime") or {}
     megabytes = runtime.get("storageMb") if isinstance(runtime, dict) else None
     limit = quota_bytes(megabytes if isinstance(megabytes, int) else None, svc.settings)
@@ -142,20 +143,22 @@ def _view_parts(svc: Services, name: str) -> tuple[bytes, bytes]:
     return body[:-1] + b',"storage":{"keys":', b',"limitBytes":%d}}' % limit
 
 
-def _view(svc: Services, name: str, parts: Answer | None) -> bytes:
-    """Return a module's ModuleView as JSON: `parts` (or the cached or read ones) around
-    its store's use."""
-    if parts is None:
-        parts = svc.registry.read_cached(("view", name), lambda: _view_parts(svc, name))
-    usage = svc.store.usage(name)  # the module's usage row: one indexed lookup (not cached)
+def _authorized_view(svc: Services, header: str | None, name: str, parts: Answer | None) -> bytes:
+    """Return a module's ModuleView as JSON if the caller of `header` holds modules:read
+    (else 401 or 403): `parts` (or the cached or read ones) around its store's use.
+
+    The caller, the detail and the store's use are read on one pooled connection, one
+    statement each (the caller first, on every request: no token is cached).
+    """
+    with svc.db.query() as connection:
+        authorize(svc, header, Permission.MODULES_READ, connection)
+        if parts is None:
+            parts = svc.registry.read_cached(
+                ("view", name), lambda: _view_parts(svc, name, connection)
+            )
+        usage = svc.store.usage(name, connection)  # one indexed lookup (not cached)
     head, tail = parts
     return b'%s%d,"bytes":%d%s' % (head, usage.keys, usage.bytes, tail)
-
-
-def _authorized_view(svc: Services, header: str | None, name: str, parts: Answer | None) -> bytes:
-    """Return the view if the caller of `header` holds modules:read (else 401 or 403)."""
-    authorize(svc, header, Permission.MODULES_READ)
-    return _view(svc, name, parts)
 
 
 @router.get("/{name}", response_model=ModuleView, responses=responses(401, 403, 404))
