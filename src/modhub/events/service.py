@@ -4,10 +4,10 @@ The emitting module is the caller's, from the channel (`CallerContext.module`), 
 the call's arguments; the events it may emit and their payload schemas come from the
 calling version's manifest. The event and a pending delivery for each module that
 subscribes (enabled or not: a disabled subscriber's deliveries wait) are committed before
-`emit` answers. A worker's emit is awaited (`aemit`): on SQLite its write goes through the
-module store's writer, which commits it on the event loop itself when the write lock is
+`emit` answers. A worker's emit is awaited (`aemit`): its write goes through the module
+store's writer, which on SQLite commits it on the event loop itself when the write lock is
 free (store/writer.py), with the same durability as every other write (WAL,
-synchronous=NORMAL); on PostgreSQL it is one autocommit round trip in a thread (store.py).
+synchronous=NORMAL).
 """
 
 from __future__ import annotations
@@ -55,16 +55,14 @@ class EventService:
         """Check and store one event of `module` at `version`; return its id and seq."""
         name, payload = _checked(module, args, self.schemas.declared(module, version))
         subscribers = self._subscribers(self.catalogs.current(), module, name)
-        return self._published(
-            subscribers, *self.store.emit(module, name, payload, subscribers, self.clock())
-        )
+        write = self.store.publishing(module, name, payload, subscribers, self.clock())
+        return self._published(subscribers, *self.store.writes.run(write))
 
     async def aemit(self, module: str, version: str, args: dict[str, Any]) -> dict[str, int]:
         """`emit`, awaited: what a worker's `events.emit` reaches. The check runs on the loop
         (the payload came over the channel as JSON already), the registry is read in a
         thread only when the cached schemas or catalog are not at hand, and the write goes
-        through the store (on SQLite its writer: on the loop when the write lock is free; on
-        PostgreSQL one round trip in a thread)."""
+        through the store's writer (on SQLite: on the loop when the write lock is free)."""
         validators = self.schemas.cached(module, version)
         if validators is None:
             validators = await asyncio.to_thread(self.schemas.declared, module, version)
@@ -73,18 +71,18 @@ class EventService:
         if catalog is None:
             catalog = await asyncio.to_thread(self.catalogs.current)
         subscribers = self._subscribers(catalog, module, name)
-        stored = await self.store.aemit(module, name, payload, subscribers, self.clock())
-        return self._published(subscribers, *stored)
+        write = self.store.publishing(module, name, payload, subscribers, self.clock())
+        return self._published(subscribers, *await self.store.writes.arun(write))
 
     def emit_platform(self, name: str, payload: dict[str, Any]) -> dict[str, int]:
         """Emit one of the platform's own events (`modhub/<name>`)."""
         if name not in PLATFORM_EVENTS:
             raise EventInvalid(f"name: '{name}' is not a platform event")
         subscribers = self._subscribers(self.catalogs.current(), PLATFORM_SOURCE, name)
-        stored = self.store.emit(
+        write = self.store.publishing(
             PLATFORM_SOURCE, name, payload_json(payload), subscribers, self.clock()
         )
-        return self._published(subscribers, *stored)
+        return self._published(subscribers, *self.store.writes.run(write))
 
     @staticmethod
     def _subscribers(catalog: Catalog, source: str, name: str) -> list[str]:

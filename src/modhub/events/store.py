@@ -5,11 +5,7 @@ Publishing stores the event and one `pending` delivery per subscriber in one tra
 registry change's): the event is durable when that commits. A per-source sequence number
 (under an advisory lock on PostgreSQL; SQLite serializes writers) gives each source's emit
 order. The statements are plain SQL on SQLite's driver connection and one INSERT … RETURNING
-with its deliveries on PostgreSQL; the claim and finish paths are SQLAlchemy Core. An emit
-outside any transaction (`emit`, `aemit`) on PostgreSQL is one round trip: the lock and the
-INSERT, prepared, sent in one pipeline in autocommit, which PostgreSQL runs as one implicit
-transaction (committed before the pipeline ends; the INSERT's snapshot is taken after the
-lock); its NOTIFY is sent after that, off the emit's path (`Hints`).
+with its deliveries on PostgreSQL; the claim and finish paths are SQLAlchemy Core.
 
 Claiming (docs/architecture.md, "Events"): one claimer at a time takes, for each
 (subscriber, source) pair that is ready, the unbroken run of that pair's oldest unfinished
@@ -22,29 +18,13 @@ is recorded with its pair's next run claimed in the same transaction (`go_on`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import psycopg
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    and_,
-    delete,
-    func,
-    or_,
-    select,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import Connection, Table, and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
@@ -54,14 +34,12 @@ from modhub.jobs.claim import module_key
 from modhub.store import sqlite
 from modhub.store.writer import LARGEST_INLINE, Offload, Write, Writes, on_loop
 
-log = logging.getLogger("modhub.events")
 PENDING, RUNNING, DELIVERED, DEAD = "pending", "running", "delivered", "dead"
 STATUSES = (PENDING, RUNNING, DELIVERED, DEAD)
 SEQ_LOCK = 0x65767371  # first key of the per-source advisory lock ("evsq")
 CLAIM_LOCK = 0x6576636C  # the claimers' advisory lock ("evcl")
 CHANNEL = "modhub_events"  # NOTIFY channel: an event was emitted (a hint to claim now)
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
-HINT_IDLE_SECONDS = 10.0  # the hints' thread ends after this long without an emit
 MAX_PAGE = 500
 _SEQ_LOCK = text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, :key)")
 # The event with the source's next seq (RETURNING: SQLite 3.35 and later), then its deliveries.
@@ -90,57 +68,6 @@ SELECT e.id, e.seq FROM e"""
 _PG_PUBLISH = text(_PG_PUBLISH_SQL)
 # With deliveries: NOTIFY too (other nodes claim when this commits).
 _PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n")
-# An emit in one round trip (`_emit_postgres`): the source's lock and the publish, prepared
-# statements with psycopg's placeholders, sent together in a pipeline.
-_PG_EMIT_LOCK = f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, CAST(%(key)s AS integer))"
-_PG_EMIT_SQL = (
-    _PG_PUBLISH_SQL.replace(":source", "%(source)s")
-    .replace(":name", "%(name)s")
-    .replace(":payload", "%(payload)s")
-    .replace(":now", "CAST(%(now)s AS timestamptz)")
-    .replace(":subscribers", "%(subscribers)s")
-)
-
-
-class Hints:
-    """NOTIFY the other nodes that events were emitted, after the emits committed and off
-    their path: one thread sends the hints, one NOTIFY for all the emits that committed
-    since its last. A NOTIFY in the emit's own transaction cost as much as the rest of the
-    emit (PostgreSQL serializes the commits that notify); a hint lost (the node stopped
-    between the commit and it) costs the other nodes one poll."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine  # in autocommit
-        self._wanted = threading.Condition()
-        self._pending = False
-        self._thread: threading.Thread | None = None
-
-    def send(self) -> None:
-        """Have a NOTIFY sent soon (at once when the thread is idle)."""
-        with self._wanted:
-            self._pending = True
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="modhub-events-hints", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._wanted.notify()
-
-    def _work(self) -> None:
-        while True:
-            with self._wanted:
-                if not self._pending:
-                    self._wanted.wait(HINT_IDLE_SECONDS)
-                if not self._pending:
-                    self._thread = None  # a later `send` starts another
-                    return
-                self._pending = False
-            try:
-                with self.engine.connect() as connection:
-                    connection.execute(_NOTIFY)
-            except Exception:
-                log.exception("the NOTIFY of emitted events failed (other nodes poll)")
 
 
 @dataclass(frozen=True)
@@ -276,10 +203,7 @@ class EventStore:
         # How an emit's write reaches the database: the module store's writer when the
         # services share it (on SQLite: on the loop when the lock is free, else grouped in
         # the writer thread; store/writer.py), else a transaction in the calling thread.
-        # On PostgreSQL an emit is one autocommit query instead (`_emit_postgres`).
         self._writer = db.engine.execution_options(immediate=True)
-        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.hints = Hints(self._autocommit)
         self.writes = writes or Writes(self._writer)
 
     # -- publishing ------------------------------------------------------------------------
@@ -316,64 +240,6 @@ class EventStore:
         return lambda connection: _publish_sqlite(
             connection, source, name, payload, subscribers, now
         )
-
-    def emit(
-        self, source: str, name: str, payload: str, subscribers: Iterable[str], now: datetime
-    ) -> tuple[int, int]:
-        """Store an event (its payload already as JSON text) and a pending delivery per
-        subscriber, committed before this returns; return the event's id and seq."""
-        if self.db.dialect == "postgresql":
-            return self._emit_postgres(source, name, payload, sorted(set(subscribers)), now)
-        return self.writes.run(self.publishing(source, name, payload, subscribers, now))
-
-    async def aemit(
-        self, source: str, name: str, payload: str, subscribers: Iterable[str], now: datetime
-    ) -> tuple[int, int]:
-        """`emit`, awaited (on SQLite through the writer: on the loop when the lock is free;
-        on PostgreSQL its one round trip in a thread)."""
-        if self.db.dialect == "postgresql":
-            return await asyncio.to_thread(
-                self._emit_postgres, source, name, payload, sorted(set(subscribers)), now
-            )
-        return await self.writes.arun(self.publishing(source, name, payload, subscribers, now))
-
-    def _emit_postgres(
-        self, source: str, name: str, payload: str, subscribers: list[str], now: datetime
-    ) -> tuple[int, int]:
-        """Publish on PostgreSQL in one round trip: the source's advisory lock and the
-        publish (`_publish_postgres`'s), prepared statements sent in one pipeline in
-        autocommit with one Sync: PostgreSQL runs them as one implicit transaction, each
-        statement on a snapshot of its own (so `max(seq)` is read after the lock), and the
-        pipeline ends only once that Sync's commit answered. The lock is held until the
-        commit, so one source's seqs follow its commit order, beside nodes that publish the
-        other way (a transaction taking the same lock). The other nodes hear of it from
-        `hints`, once it committed.
-
-        Prepared (once per pooled connection): parsing and planning the publish cost as much
-        as running and committing it."""
-        params = {
-            "source": source,
-            "name": name,
-            "payload": payload,
-            "now": now,
-            "subscribers": subscribers,
-        }
-        with self._autocommit.connect() as connection:
-            raw = cast(psycopg.Connection[Any], connection.connection.driver_connection)
-            try:
-                with raw.pipeline():  # its end sends the Sync and waits for the commit
-                    raw.execute(_PG_EMIT_LOCK, {"key": module_key(source)}, prepare=True)
-                    cursor = raw.execute(_PG_EMIT_SQL, params, prepare=True)
-                found = cursor.fetchone()
-            except psycopg.Error:
-                if raw.closed:  # a lost connection is not pooled again
-                    connection.invalidate()
-                raise
-        if found is None:  # pragma: no cover - the INSERT returns its row or raises
-            raise RuntimeError("the emit returned no event")
-        if subscribers:
-            self.hints.send()  # committed: the other nodes may claim its deliveries
-        return int(found[0]), int(found[1])
 
     # -- claiming and finishing ------------------------------------------------------------
 
