@@ -6,7 +6,6 @@ read before a change is never kept after it."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from modhub.registry.cache import ReadCache, encode, to_json
 from modhub.registry.types import ModuleView, StorageUsage
 from modhub.services import Services
 from tests.conftest import PASSWORD, SECRET, bearer, start_server, stop_server
+from tests.jobs.conftest import wait_for
 from tests.registry.helpers import ACTOR, manifest
 
 API = "/api/v1"
@@ -182,15 +182,6 @@ def test_cache_keeps_at_most_its_size() -> None:
     assert len(cache) == 2
 
 
-def wait_for(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    """Poll `check` until it holds; fail naming `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_a_change_through_another_process_is_served(
     tmp_path: Path, services: Services, registry: Registry
 ) -> None:
@@ -214,9 +205,9 @@ def test_a_change_through_another_process_is_served(
             for _ in range(2):  # the second answers come from B's cache
                 assert detail()["status"] == item()["status"] == "REGISTERED"
             registry.set_status("dns", Status.ENABLED, actor=ACTOR)
-            wait_for(lambda: detail()["status"] == "ENABLED", "B to serve the new status")
-            wait_for(lambda: item()["status"] == "ENABLED", "B to list the new status")
+            wait_for(lambda: detail()["status"] == "ENABLED", what="B to serve the new status")
+            wait_for(lambda: item()["status"] == "ENABLED", what="B to list the new status")
             registry.set_config("dns", {"token": "s3cret"}, actor=ACTOR)
-            wait_for(lambda: detail()["config"] == {"token": "********"}, "B to serve config")
+            wait_for(lambda: detail()["config"] == {"token": "********"}, what="B to serve config")
     finally:
         stop_server(node)
