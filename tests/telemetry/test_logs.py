@@ -139,7 +139,9 @@ def test_an_unexpected_error_is_a_500_with_the_request_id(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr(platform.services.registry, "list_modules", broken)
+    registry = platform.services.registry
+    monkeypatch.setattr(registry, "list_json", broken)
+    registry.reads.invalidate()  # no cached page: the list is read, and fails
     client = TestClient(platform.client.app, raise_server_exceptions=False)  # as uvicorn does
     response = client.get(f"{API}/modules", headers={**platform.admin, "X-Request-ID": "bug-1"})
     assert response.status_code == 500
