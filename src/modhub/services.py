@@ -286,4 +286,5 @@ class Services:
         self.operations.shutdown()
         self.auth.token_uses.close()  # writes the API token uses it has noted
         self.store.close()  # the store's writer thread and its own connections
+        self.events.store.close()  # the emitter's connection (PostgreSQL)
         self.db.dispose()

@@ -345,11 +345,21 @@ class Event(Base):
     __table_args__ = (UniqueConstraint("source", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    source: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(64))  # indexed by (source, seq)
     name: Mapped[str] = mapped_column(String(128), index=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     emitted_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class EventSeq(Base):
+    """A source's last event `seq`: the row an emit updates (and so locks until it commits)
+    to number its event, so one source's seqs follow the order its emits commit in."""
+
+    __tablename__ = "event_seqs"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class EventDelivery(Base):
@@ -361,7 +371,8 @@ class EventDelivery(Base):
     __table_args__ = (UniqueConstraint("event_id", "subscriber"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    # indexed by (event_id, subscriber)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
     subscriber: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)

@@ -4,9 +4,10 @@ The emitting module is the caller's, from the channel (`CallerContext.module`), 
 the call's arguments; the events it may emit and their payload schemas come from the
 calling version's manifest. The event and a pending delivery for each module that
 subscribes (enabled or not: a disabled subscriber's deliveries wait) are committed before
-`emit` answers. A worker's emit is awaited (`aemit`): its write goes through the module
-store's writer, which on SQLite commits it on the event loop itself when the write lock is
-free (store/writer.py), with the same durability as every other write (WAL,
+`emit` answers. A worker's emit is awaited (`aemit`): on PostgreSQL it is one statement
+in autocommit sent from the event loop (events/emitter.py); on SQLite its write goes
+through the module store's writer, which commits it on the event loop itself when the
+write lock is free (store/writer.py), with the same durability as every other write (WAL,
 synchronous=NORMAL).
 """
 
@@ -61,8 +62,9 @@ class EventService:
     async def aemit(self, module: str, version: str, args: dict[str, Any]) -> dict[str, int]:
         """`emit`, awaited: what a worker's `events.emit` reaches. The check runs on the loop
         (the payload came over the channel as JSON already), the registry is read in a
-        thread only when the cached schemas or catalog are not at hand, and the write goes
-        through the store's writer (on SQLite: on the loop when the write lock is free)."""
+        thread only when the cached schemas or catalog are not at hand, and the write is
+        `EventStore.aemit` (on PostgreSQL one statement from the loop; on SQLite the store's
+        writer, on the loop when the write lock is free)."""
         validators = self.schemas.cached(module, version)
         if validators is None:
             validators = await asyncio.to_thread(self.schemas.declared, module, version)
@@ -71,8 +73,8 @@ class EventService:
         if catalog is None:
             catalog = await asyncio.to_thread(self.catalogs.current)
         subscribers = self._subscribers(catalog, module, name)
-        write = self.store.publishing(module, name, payload, subscribers, self.clock())
-        return self._published(subscribers, *await self.store.writes.arun(write))
+        found = await self.store.aemit(module, name, payload, subscribers, self.clock())
+        return self._published(subscribers, *found)
 
     def emit_platform(self, name: str, payload: dict[str, Any]) -> dict[str, int]:
         """Emit one of the platform's own events (`modhub/<name>`)."""

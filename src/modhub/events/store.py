@@ -19,6 +19,7 @@ is recorded with its pair's next run claimed in the same transaction (`go_on`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from modhub.db import Database
 from modhub.db.models import Event, EventDelivery
 from modhub.errors import InvalidInput, NotFound
+from modhub.events.emitter import LoopEmitter
 from modhub.jobs.claim import module_key
 from modhub.store import sqlite
 from modhub.store.writer import LARGEST_INLINE, Offload, Write, Writes, on_loop
@@ -42,32 +44,55 @@ CHANNEL = "modhub_events"  # NOTIFY channel: an event was emitted (a hint to cla
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 MAX_PAGE = 500
 _SEQ_LOCK = text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, :key)")
-# The event with the source's next seq (RETURNING: SQLite 3.35 and later), then its deliveries.
+# The source's next seq (its `event_seqs` row, locked until the commit: one source's emits
+# commit in seq order), the event with it, then its deliveries (RETURNING: SQLite 3.35+).
+_SQLITE_SEQ = (
+    "INSERT INTO event_seqs (source, seq) VALUES (?, 1) "
+    "ON CONFLICT (source) DO UPDATE SET seq = event_seqs.seq + 1 RETURNING seq"
+)
 _SQLITE_EVENT = (
-    "INSERT INTO events (source, name, seq, payload, emitted_at) "
-    "SELECT ?, ?, coalesce(max(seq), 0) + 1, ?, ? FROM events WHERE source = ? "
-    "RETURNING id, seq"
+    "INSERT INTO events (source, name, seq, payload, emitted_at) VALUES (?, ?, ?, ?, ?) "
+    "RETURNING id"
 )
 _SQLITE_DELIVERY = (
     "INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt, "
     "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
 )
-_PG_PUBLISH_SQL = """WITH e AS (
+# On PostgreSQL, one statement. The source's advisory lock first: nodes before migration
+# 0010 number by `max(seq) + 1` under it, so they wait for this emit and see it; the seq is
+# the greater of the source's row and that `max(seq)` plus one (an old node's event may be
+# newer than the row), read as the last row of the (source, seq) index. Then the event,
+# its deliveries, and a NOTIFY when there are any (other nodes claim when this commits).
+_PG_PUBLISH_SQL = f"""WITH l AS (
+    SELECT pg_advisory_xact_lock({SEQ_LOCK}, CAST(:key AS integer)) AS locked
+), next_seq AS (
+    INSERT INTO event_seqs (source, seq)
+    SELECT CAST(:source AS text),
+        coalesce((SELECT seq FROM events WHERE source = CAST(:source AS text)
+            ORDER BY seq DESC LIMIT 1), 0) + 1
+    FROM l
+    ON CONFLICT (source) DO UPDATE SET seq = greatest(event_seqs.seq + 1, excluded.seq)
+    RETURNING seq
+), e AS (
     INSERT INTO events (source, name, seq, payload, emitted_at)
-    SELECT CAST(:source AS text), :name, coalesce(max(seq), 0) + 1, CAST(:payload AS json),
-        :now
-    FROM events WHERE source = CAST(:source AS text)
+    SELECT CAST(:source AS text), :name, next_seq.seq, CAST(:payload AS json),
+        CAST(:now AS timestamptz)
+    FROM next_seq
     RETURNING id, seq
 ), d AS (
     INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt,
         next_attempt_at, created_at)
-    SELECT e.id, s, CAST(:source AS text), e.seq, 'pending', 0, :now, :now
-    FROM e CROSS JOIN unnest(CAST(:subscribers AS text[])) AS s
+    SELECT e.id, subscriber, CAST(:source AS text), e.seq, 'pending', 0,
+        CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM e CROSS JOIN unnest(CAST(:subscribers AS text[])) AS subscriber
 )
 SELECT e.id, e.seq FROM e"""
+_PG_NOTIFY_TOO = f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n"
 _PG_PUBLISH = text(_PG_PUBLISH_SQL)
-# With deliveries: NOTIFY too (other nodes claim when this commits).
-_PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n")
+_PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + _PG_NOTIFY_TOO)
+# The same for psycopg, sent from the loop (events/emitter.py).
+_PG_EMIT = re.sub(r":(key|source|name|payload|now|subscribers)\b", r"%(\1)s", _PG_PUBLISH_SQL)
+_PG_EMIT_NOTIFY = _PG_EMIT + _PG_NOTIFY_TOO
 
 
 @dataclass(frozen=True)
@@ -205,6 +230,13 @@ class EventStore:
         # the writer thread; store/writer.py), else a transaction in the calling thread.
         self._writer = db.engine.execution_options(immediate=True)
         self.writes = writes or Writes(self._writer)
+        # On PostgreSQL a worker's emit goes from the loop in one round trip (`aemit`).
+        self.emitter = LoopEmitter(db.engine.url) if db.dialect == "postgresql" else None
+
+    def close(self) -> None:
+        """Close the emitter's connection."""
+        if self.emitter is not None:
+            self.emitter.close()
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -240,6 +272,23 @@ class EventStore:
         return lambda connection: _publish_sqlite(
             connection, source, name, payload, subscribers, now
         )
+
+    async def aemit(
+        self, source: str, name: str, payload: str, subscribers: Iterable[str], now: datetime
+    ) -> tuple[int, int]:
+        """Store an event (its payload already as JSON text) and a pending delivery per
+        subscriber, committed when this returns; return the event's id and seq. On
+        PostgreSQL one statement from the loop when the emitter is free, else (and on
+        SQLite) through `self.writes`."""
+        ordered = sorted(set(subscribers))
+        if self.emitter is not None:
+            found = await self.emitter.emit(
+                _PG_EMIT_NOTIFY if ordered else _PG_EMIT,
+                _params(source, name, payload, ordered, now),
+            )
+            if found is not None:
+                return found
+        return await self.writes.arun(self.publishing(source, name, payload, ordered, now))
 
     # -- claiming and finishing ------------------------------------------------------------
 
@@ -482,8 +531,8 @@ def _publish_sqlite(
         raise Offload  # a large payload is written by the writer thread, not on the loop
     raw = sqlite.driver(connection)
     at = sqlite.stamp(now)
-    found = raw.execute(_SQLITE_EVENT, (source, name, payload, at, source)).fetchone()
-    event_id, seq = int(found[0]), int(found[1])
+    seq = int(raw.execute(_SQLITE_SEQ, (source,)).fetchone()[0])
+    event_id = int(raw.execute(_SQLITE_EVENT, (source, name, seq, payload, at)).fetchone()[0])
     if subscribers:
         raw.executemany(
             _SQLITE_DELIVERY, [(event_id, s, source, seq, PENDING, at, at) for s in subscribers]
@@ -499,20 +548,26 @@ def _publish_postgres(
     subscribers: list[str],
     now: datetime,
 ) -> tuple[int, int]:
-    """Publish on PostgreSQL: the source's advisory lock, then one statement that inserts
-    the event (its seq read after the lock: the statement's snapshot is taken then) and its
-    deliveries, and notifies the other nodes when there are any."""
+    """Publish on PostgreSQL in the caller's transaction: the source's advisory lock, then
+    the publish statement, whose snapshot is taken after the lock, so its `max(seq)` sees
+    every event an old node numbered (see `_PG_PUBLISH_SQL`)."""
     connection.execute(_SEQ_LOCK, {"key": module_key(source)})
     statement = _PG_PUBLISH_NOTIFY if subscribers else _PG_PUBLISH
-    params = {
+    found = connection.execute(statement, _params(source, name, payload, subscribers, now)).one()
+    return int(found[0]), int(found[1])
+
+
+def _params(
+    source: str, name: str, payload: str, subscribers: list[str], now: datetime
+) -> dict[str, Any]:
+    return {
+        "key": module_key(source),
         "source": source,
         "name": name,
         "payload": payload,
         "now": now,
         "subscribers": subscribers,
     }
-    found = connection.execute(statement, params).one()
-    return int(found[0]), int(found[1])
 
 
 def _deliveries(session: Session, ids: list[int]) -> dict[int, list[EventDelivery]]:
