@@ -23,7 +23,7 @@ from modhub.db.migrate import is_current, upgrade
 from modhub.errors import ConfigurationError
 from modhub.events import Dispatcher, DispatchLimits, EventService, EventStore
 from modhub.events.platform import PlatformEvents
-from modhub.events.store import CHANNEL as EVENTS_CHANNEL
+from modhub.events.publish import CHANNEL as EVENTS_CHANNEL
 from modhub.jobs import JobLimits, JobRunner
 from modhub.jobs.runner import utc_now
 from modhub.keys import SecretBox

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from modhub.events import store as events_store
-from modhub.events.store import SEQ_LOCK, EventStore
+from modhub.events.publish import SEQ_LOCK
+from modhub.events.store import EventStore
 from modhub.jobs.claim import module_key
 from modhub.services import Services
 from modhub.store.writer import GroupWrites

@@ -18,7 +18,8 @@ from sqlalchemy import Connection, select, text
 
 from modhub.db import Database, upgrade
 from modhub.db.models import Event, EventDelivery
-from modhub.events.store import SEQ_LOCK, EventStore
+from modhub.events.publish import SEQ_LOCK
+from modhub.events.store import EventStore
 from modhub.jobs.claim import module_key
 
 NOW = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)

@@ -20,7 +20,8 @@ from typing import Any
 
 from modhub.events.catalog import Catalog, Catalogs, Schemas
 from modhub.events.errors import EventInvalid
-from modhub.events.store import EventStore, payload_json
+from modhub.events.publish import payload_json
+from modhub.events.store import EventStore
 from modhub.manifest.model import EVENT_NAME
 from modhub.manifest.subscriptions import PLATFORM_EVENTS, PLATFORM_SOURCE
 from modhub.registry import Registry

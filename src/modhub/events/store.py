@@ -1,11 +1,11 @@
 """Events and their deliveries in the database: publish, claim, finish, list, prune.
 
 Publishing stores the event and one `pending` delivery per subscriber in one transaction
-(a worker's emit: its own, through the module store's writer; a platform event: the
-registry change's): the event is durable when that commits. A per-source sequence number
-(under an advisory lock on PostgreSQL; SQLite serializes writers) gives each source's emit
-order. The statements are plain SQL on SQLite's driver connection and one INSERT … RETURNING
-with its deliveries on PostgreSQL; the claim and finish paths are SQLAlchemy Core.
+(a worker's emit: its own, on PostgreSQL one statement from the loop (`emitter.py`), else
+through the module store's writer; a platform event: the registry change's): the event is
+durable when that commits. Its source's `event_seqs` row, locked until then, numbers it in
+the source's order. The statements are in `publish.py`; the claim and finish paths are
+SQLAlchemy Core.
 
 Claiming (docs/architecture.md, "Events"): one claimer at a time takes, for each
 (subscriber, source) pair that is ready, the unbroken run of that pair's oldest unfinished
@@ -18,8 +18,6 @@ is recorded with its pair's next run claimed in the same transaction (`go_on`).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,68 +29,16 @@ from sqlalchemy.orm import Session
 from modhub.db import Database
 from modhub.db.models import Event, EventDelivery
 from modhub.errors import InvalidInput, NotFound
+from modhub.events import publish
 from modhub.events.emitter import LoopEmitter
-from modhub.jobs.claim import module_key
-from modhub.store import sqlite
-from modhub.store.writer import LARGEST_INLINE, Offload, Write, Writes, on_loop
+from modhub.events.publish import CHANNEL, payload_json
+from modhub.store.writer import Write, Writes
 
 PENDING, RUNNING, DELIVERED, DEAD = "pending", "running", "delivered", "dead"
 STATUSES = (PENDING, RUNNING, DELIVERED, DEAD)
-SEQ_LOCK = 0x65767371  # first key of the per-source advisory lock ("evsq")
 CLAIM_LOCK = 0x6576636C  # the claimers' advisory lock ("evcl")
-CHANNEL = "modhub_events"  # NOTIFY channel: an event was emitted (a hint to claim now)
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 MAX_PAGE = 500
-_SEQ_LOCK = text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, :key)")
-# The source's next seq (its `event_seqs` row, locked until the commit: one source's emits
-# commit in seq order), the event with it, then its deliveries (RETURNING: SQLite 3.35+).
-_SQLITE_SEQ = (
-    "INSERT INTO event_seqs (source, seq) VALUES (?, 1) "
-    "ON CONFLICT (source) DO UPDATE SET seq = event_seqs.seq + 1 RETURNING seq"
-)
-_SQLITE_EVENT = (
-    "INSERT INTO events (source, name, seq, payload, emitted_at) VALUES (?, ?, ?, ?, ?) "
-    "RETURNING id"
-)
-_SQLITE_DELIVERY = (
-    "INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt, "
-    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)"
-)
-# On PostgreSQL, one statement. The source's advisory lock first: nodes before migration
-# 0010 number by `max(seq) + 1` under it, so they wait for this emit and see it; the seq is
-# the greater of the source's row and that `max(seq)` plus one (an old node's event may be
-# newer than the row), read as the last row of the (source, seq) index. Then the event,
-# its deliveries, and a NOTIFY when there are any (other nodes claim when this commits).
-_PG_PUBLISH_SQL = f"""WITH l AS (
-    SELECT pg_advisory_xact_lock({SEQ_LOCK}, CAST(:key AS integer)) AS locked
-), next_seq AS (
-    INSERT INTO event_seqs (source, seq)
-    SELECT CAST(:source AS text),
-        coalesce((SELECT seq FROM events WHERE source = CAST(:source AS text)
-            ORDER BY seq DESC LIMIT 1), 0) + 1
-    FROM l
-    ON CONFLICT (source) DO UPDATE SET seq = greatest(event_seqs.seq + 1, excluded.seq)
-    RETURNING seq
-), e AS (
-    INSERT INTO events (source, name, seq, payload, emitted_at)
-    SELECT CAST(:source AS text), :name, next_seq.seq, CAST(:payload AS json),
-        CAST(:now AS timestamptz)
-    FROM next_seq
-    RETURNING id, seq
-), d AS (
-    INSERT INTO event_deliveries (event_id, subscriber, source, seq, status, attempt,
-        next_attempt_at, created_at)
-    SELECT e.id, subscriber, CAST(:source AS text), e.seq, 'pending', 0,
-        CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM e CROSS JOIN unnest(CAST(:subscribers AS text[])) AS subscriber
-)
-SELECT e.id, e.seq FROM e"""
-_PG_NOTIFY_TOO = f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n"
-_PG_PUBLISH = text(_PG_PUBLISH_SQL)
-_PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + _PG_NOTIFY_TOO)
-# The same for psycopg, sent from the loop (events/emitter.py).
-_PG_EMIT = re.sub(r":(key|source|name|payload|now|subscribers)\b", r"%(\1)s", _PG_PUBLISH_SQL)
-_PG_EMIT_NOTIFY = _PG_EMIT + _PG_NOTIFY_TOO
 
 
 @dataclass(frozen=True)
@@ -264,14 +210,8 @@ class EventStore:
     ) -> Write[tuple[int, int]]:
         """Return the write that stores an event (its payload already as JSON text) and a
         pending delivery per subscriber, for `self.writes` or a transaction of the caller's."""
-        subscribers = sorted(set(subscribers))
-        if self.db.dialect == "postgresql":
-            return lambda connection: _publish_postgres(
-                connection, source, name, payload, subscribers, now
-            )
-        return lambda connection: _publish_sqlite(
-            connection, source, name, payload, subscribers, now
-        )
+        ordered = sorted(set(subscribers))
+        return publish.publishing(self.db.dialect, source, name, payload, ordered, now)
 
     async def aemit(
         self, source: str, name: str, payload: str, subscribers: Iterable[str], now: datetime
@@ -282,10 +222,7 @@ class EventStore:
         SQLite) through `self.writes`."""
         ordered = sorted(set(subscribers))
         if self.emitter is not None:
-            found = await self.emitter.emit(
-                _PG_EMIT_NOTIFY if ordered else _PG_EMIT,
-                _params(source, name, payload, ordered, now),
-            )
+            found = await self.emitter.emit(*publish.emitted(source, name, payload, ordered, now))
             if found is not None:
                 return found
         return await self.writes.arun(self.publishing(source, name, payload, ordered, now))
@@ -510,64 +447,6 @@ class EventStore:
             if event is None:
                 raise NotFound(f"no event {event_id}", event=event_id)
             return public(event, _deliveries(session, [event_id]).get(event_id, []))
-
-
-def payload_json(payload: Any) -> str:
-    """Return a payload as the JSON text stored (compact; NaN and infinities refused)."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
-
-
-def _publish_sqlite(
-    connection: Connection,
-    source: str,
-    name: str,
-    payload: str,
-    subscribers: list[str],
-    now: datetime,
-) -> tuple[int, int]:
-    """Publish on SQLite: plain SQL on the driver's connection, inside the caller's
-    transaction (which holds the write lock: BEGIN IMMEDIATE), so `max(seq)` is current."""
-    if len(payload) > LARGEST_INLINE and on_loop(connection):
-        raise Offload  # a large payload is written by the writer thread, not on the loop
-    raw = sqlite.driver(connection)
-    at = sqlite.stamp(now)
-    seq = int(raw.execute(_SQLITE_SEQ, (source,)).fetchone()[0])
-    event_id = int(raw.execute(_SQLITE_EVENT, (source, name, seq, payload, at)).fetchone()[0])
-    if subscribers:
-        raw.executemany(
-            _SQLITE_DELIVERY, [(event_id, s, source, seq, PENDING, at, at) for s in subscribers]
-        )
-    return event_id, seq
-
-
-def _publish_postgres(
-    connection: Connection,
-    source: str,
-    name: str,
-    payload: str,
-    subscribers: list[str],
-    now: datetime,
-) -> tuple[int, int]:
-    """Publish on PostgreSQL in the caller's transaction: the source's advisory lock, then
-    the publish statement, whose snapshot is taken after the lock, so its `max(seq)` sees
-    every event an old node numbered (see `_PG_PUBLISH_SQL`)."""
-    connection.execute(_SEQ_LOCK, {"key": module_key(source)})
-    statement = _PG_PUBLISH_NOTIFY if subscribers else _PG_PUBLISH
-    found = connection.execute(statement, _params(source, name, payload, subscribers, now)).one()
-    return int(found[0]), int(found[1])
-
-
-def _params(
-    source: str, name: str, payload: str, subscribers: list[str], now: datetime
-) -> dict[str, Any]:
-    return {
-        "key": module_key(source),
-        "source": source,
-        "name": name,
-        "payload": payload,
-        "now": now,
-        "subscribers": subscribers,
-    }
 
 
 def _deliveries(session: Session, ids: list[int]) -> dict[int, list[EventDelivery]]:
