@@ -160,6 +160,25 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
     wait_for(serves(b, "bare/ping", 404), "node B to hear the next change too")
 
 
+def test_each_listening_connection_is_named_for_its_channel(
+    nodes: Callable[..., Node], database: str
+) -> None:
+    """Registry changes, job wakes and emitted events: three connections, told apart in
+    pg_stat_activity (an operator, or the test above, kills the one it means)."""
+    a = nodes("a")
+    base = listener_name(a.pid)
+
+    def names() -> set[str]:
+        with psycopg.connect(database, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                (f"{base}%",),
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    wait_for(lambda: names() == {base, f"{base}-jobs", f"{base}-events"}, "three named listeners")
+
+
 def test_with_the_listener_off_the_poll_still_catches_up(
     nodes: Callable[..., Node], database: str
 ) -> None:

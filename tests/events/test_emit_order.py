@@ -6,6 +6,7 @@ own and beside nodes from before migration 0010 (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -237,3 +238,13 @@ def test_a_cancelled_emit_commits_nothing_and_the_next_one_goes_on(pg_store: Eve
     with pg_store.db.engine.connect() as connection:
         asyncio.run(main(connection))
     assert seqs(pg_store) == [(1, 1), (2, 3)]
+
+
+def test_the_emitters_connection_is_named_in_pg_stat_activity(pg_store: EventStore) -> None:
+    asyncio.run(pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW))
+    with pg_store.db.query() as connection:
+        name = connection.execute(
+            text("SELECT application_name FROM pg_stat_activity WHERE pid = :pid"),
+            {"pid": _backend(pg_store)},
+        ).scalar_one()
+    assert name == f"modhub-emitter-{os.getpid()}"

@@ -43,9 +43,12 @@ def announce_runs(session: Session | Connection) -> None:
         session.execute(_NOTIFY_JOBS)
 
 
-def listener_name(pid: int | None = None) -> str:
-    """Return the application_name of a node's listening connection (in pg_stat_activity)."""
-    return f"modhub-listener-{os.getpid() if pid is None else pid}"
+def listener_name(pid: int | None = None, channel: str = CHANNEL) -> str:
+    """Return the application_name of a node's connection listening on `channel` (in
+    pg_stat_activity): `modhub-listener-<pid>` for registry changes, with the channel's
+    name after it for the others (`modhub-listener-<pid>-jobs`)."""
+    name = f"modhub-listener-{os.getpid() if pid is None else pid}"
+    return name if channel == CHANNEL else f"{name}-{channel.removeprefix('modhub_')}"
 
 
 def libpq_url(url: str) -> str:
@@ -98,7 +101,7 @@ class ChangeListener:
         connection = await psycopg.AsyncConnection.connect(
             self.url,
             autocommit=True,
-            application_name=listener_name(),
+            application_name=listener_name(channel=self.channel),
             connect_timeout=10,
             # A peer that vanished without closing (a network cut) is noticed in ~25 s;
             # meanwhile the fingerprint poll keeps the node in step.

@@ -19,6 +19,7 @@ is dropped and the next emit opens another.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 import psycopg
 from psycopg import errors
 from psycopg.pq import TransactionStatus
-from sqlalchemy.engine import URL
+
+from modhub.cluster.notify import libpq_url
 
 PING_IDLE = 1.0  # seconds the connection may rest before an emit pings it first
 IDLE = TransactionStatus.IDLE
@@ -36,8 +38,8 @@ SEQ_TRIES = 5  # numberings of one emit when old nodes' emits keep taking its se
 class LoopEmitter:
     """Publishes events on PostgreSQL from the running event loop, one at a time."""
 
-    def __init__(self, url: URL) -> None:
-        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def __init__(self, url: str) -> None:
+        self.conninfo = libpq_url(url)
         self.ping_idle = PING_IDLE
         self._connection: psycopg.AsyncConnection[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,7 +89,10 @@ class LoopEmitter:
                 connection = None
         if connection is None:
             connection = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, prepare_threshold=0
+                self.conninfo,
+                autocommit=True,
+                prepare_threshold=0,
+                application_name=f"modhub-emitter-{os.getpid()}",
             )
             self._connection = connection
         return connection

@@ -177,7 +177,7 @@ class EventStore:
         self._writer = db.engine.execution_options(immediate=True)
         self.writes = writes or Writes(self._writer)
         # On PostgreSQL a worker's emit goes from the loop in one round trip (`aemit`).
-        self.emitter = LoopEmitter(db.engine.url) if db.dialect == "postgresql" else None
+        self.emitter = LoopEmitter(db.url) if db.dialect == "postgresql" else None
 
     def close(self) -> None:
         """Close the emitter's connection."""
