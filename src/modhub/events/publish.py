@@ -109,7 +109,8 @@ def _publish_sqlite(
     now: datetime,
 ) -> tuple[int, int]:
     """Publish on SQLite: plain SQL on the driver's connection, inside the caller's
-    transaction (which holds the write lock: BEGIN IMMEDIATE), so `max(seq)` is current."""
+    transaction (which holds the write lock: BEGIN IMMEDIATE): the source's next seq from
+    its `event_seqs` row, the event, its deliveries."""
     if len(payload) > LARGEST_INLINE and on_loop(connection):
         raise Offload  # a large payload is written by the writer thread, not on the loop
     raw = sqlite.driver(connection)
