@@ -1,11 +1,12 @@
 """Claiming queued runs: any runner with free room takes the oldest ready runs, and a
 module's concurrency limit holds for every runner sharing the database.
 
-On PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED` (two runners claiming at
-once take different runs and never wait for each other's rows), and the running runs of
-each module are counted under an advisory transaction lock on the module's name, so two
-runners' claims of one module are ordered and cannot both pass its limit. On SQLite the
-claim is one `BEGIN IMMEDIATE` transaction: writers are serialized anyway.
+On PostgreSQL a claim is one round trip (`pipeline.py`): the modules of the oldest ready
+runs are locked with an advisory transaction lock each (`module_key`, in key order, so two
+runners' claims of one module are ordered and cannot both pass its limit), then one
+statement counts their running runs, chooses and claims, its candidates locked
+`FOR UPDATE SKIP LOCKED` (two runners claiming at once take different runs). On SQLite the
+claim is one `BEGIN IMMEDIATE` transaction (`claim_in`): writers are serialized anyway.
 """
 
 from __future__ import annotations
@@ -14,21 +15,15 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
-from modhub.db.models import JobRun, Module
+from modhub.db.models import JobRun
 
 CLAIM_LOCK = 0x6A6F6273  # the first key of the two-key advisory locks on module names
 CANDIDATES = 4  # runs read per free slot: some may be held back by their module's limit
-# The advisory locks of several modules, taken in the order of their keys.
-_LOCK_ALL = text(
-    "SELECT count(pg_advisory_xact_lock(:lock, k)) FROM "
-    "(SELECT unnest(CAST(:keys AS integer[])) AS k ORDER BY k) AS keys"
-)
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,6 @@ _CANDIDATES = (
     .order_by(JobRun.not_before, JobRun.id)
     .limit(bindparam("limit"))
 )
-_CANDIDATES_LOCKED = _CANDIDATES.with_for_update(skip_locked=True)
 _RUNNING = (
     select(JobRun.module, func.count(JobRun.id))
     .where(JobRun.status == "running", _IN_MODULES)
@@ -77,13 +71,6 @@ _CLAIM = (
     update(JobRun)
     .where(JobRun.id.in_(bindparam("ids", expanding=True)), JobRun.status == "queued")
     .values(status="running", started_at=bindparam("started"), owner=bindparam("runner"))
-)
-# PostgreSQL: the claim and the read of the claimed modules' configs in one round trip (a
-# data-modifying WITH runs whether or not the query reads it).
-_CLAIM_AND_CONFIGS = (
-    select(Module.name, Module.config)
-    .where(Module.name.in_(bindparam("names", expanding=True)))
-    .add_cte(_CLAIM.returning(JobRun.id).cte("claimed"))
 )
 
 
@@ -106,6 +93,12 @@ def claim_ready(
     """
     if room <= 0 or not runnable:
         return []
+    if db.dialect == "postgresql":  # one round trip, found or not: no probe
+        from modhub.jobs.pipeline import round_trip
+
+        return round_trip(
+            db, (), now=now, owner=owner, room=room, per_module=per_module, runnable=runnable
+        ).claims
     if probe:
         with db.query() as connection:  # most rounds find nothing: no write transaction
             ready = {"now": now, "modules": modules_of(runnable)}
@@ -127,20 +120,15 @@ def claim_in(
     room: int,
     per_module: int,
     runnable: Mapping[tuple[str, str], str],
-    stored: dict[str, Any] | None = None,
 ) -> list[Claim]:
-    """Claim as `claim_ready` does, in the caller's write transaction (no probe); in Core,
-    on the session's connection.
-
-    On PostgreSQL, the stored configs of the claimed runs' modules are put in `stored` (if
-    given) by the statement that claims them; a module that is gone has none."""
+    """Claim as `claim_ready` does, in the caller's write transaction (no probe; SQLite,
+    whose writers are serialized: PostgreSQL claims with `pipeline.round_trip`); in Core,
+    on the session's connection."""
     if room <= 0 or not runnable:
         return []
     connection = session if isinstance(session, Connection) else session.connection()
-    postgres = connection.dialect.name == "postgresql"
-    query = _CANDIDATES_LOCKED if postgres else _CANDIDATES
     found = connection.execute(
-        query, {"now": now, "modules": modules_of(runnable), "limit": room * CANDIDATES}
+        _CANDIDATES, {"now": now, "modules": modules_of(runnable), "limit": room * CANDIDATES}
     )
     candidates = [
         Claim(*row) for row in found if runnable.get((row.module, row.job)) == row.version
@@ -148,13 +136,6 @@ def claim_in(
     if not candidates:
         return []
     wanted = sorted({c.module for c in candidates})
-    if postgres:
-        # In one order for every runner (by key: names may share one), so none deadlock;
-        # one statement for all of them (a round trip each cost more than the claim).
-        connection.execute(
-            _LOCK_ALL, {"lock": CLAIM_LOCK, "keys": sorted({module_key(m) for m in wanted})}
-        )
-    # After the locks: on PostgreSQL this statement sees every claim committed before.
     running: dict[str, int] = dict(connection.execute(_RUNNING, {"modules": wanted}).all())
     chosen: list[Claim] = []
     for claim in candidates:
@@ -164,12 +145,6 @@ def claim_in(
             continue
         running[claim.module] = running.get(claim.module, 0) + 1
         chosen.append(claim)
-    if not chosen:
-        return chosen
-    taken: dict[str, Any] = {"ids": [c.id for c in chosen], "started": now, "runner": owner}
-    if postgres and stored is not None:
-        names = sorted({c.module for c in chosen})
-        stored.update(connection.execute(_CLAIM_AND_CONFIGS, {**taken, "names": names}).all())
-    else:
-        connection.execute(_CLAIM, taken)
+    if chosen:
+        connection.execute(_CLAIM, {"ids": [c.id for c in chosen], "started": now, "runner": owner})
     return chosen

@@ -1,6 +1,11 @@
 """The runner's batches: one round records every run that finished since the last round
-(and queues its retry) in one transaction, claims runs for the freed slots in another,
-and reads the claimed modules' configs in one query.
+(and queues its retry), claims runs for the freed slots and reads the claimed modules'
+configs.
+
+On PostgreSQL a round is one round trip (`pipeline.round_trip`): the outcomes, the claim's
+locks and the claim in one pipeline, one implicit transaction. Outcomes with a retry to
+queue (failed attempts) are recorded in a transaction of their own first. On SQLite a round
+is one `BEGIN IMMEDIATE` transaction.
 
 A trivial run used to cost a claim, a config read and a finish of its own (three
 transactions and three thread hand-offs); a round now does that work for every run that
@@ -9,11 +14,10 @@ finished meanwhile, so the cost per run falls as the load rises.
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, text, update
@@ -23,23 +27,11 @@ from modhub.cluster.notify import announce_runs
 from modhub.db import Database
 from modhub.db.models import JobRun, Module
 from modhub.jobs.claim import Claim, claim_in, claim_ready
+from modhub.jobs.pipeline import LOG_KEPT, Outcome, finish_params, round_trip
 from modhub.keys import SecretBox
 from modhub.registry import config as configs
 
-LOG_KEPT = 16384  # characters of a run's log kept in its row
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A run whose handler is done: what to record, and its next attempt if it failed."""
-
-    run_id: int
-    status: str
-    finished_at: datetime
-    result: Any = None
-    error: str | None = None
-    log: str = ""
-    retry: dict[str, Any] | None = None  # the row of the next attempt (queued if recorded)
+__all__ = ["ConfigReader", "Outcome", "Round", "record", "run_round", "writer"]
 
 
 @dataclass
@@ -121,18 +113,7 @@ def record(session: Executor, outcomes: Sequence[Outcome], insert_new: Any) -> s
 
 def _finish_all(connection: Connection, outcomes: Sequence[Outcome]) -> set[int]:
     """Record outcomes in one UPDATE (PostgreSQL); return the ids of the runs recorded."""
-    params = {
-        "ids": [o.run_id for o in outcomes],
-        "statuses": [o.status for o in outcomes],
-        "ats": [o.finished_at.astimezone(UTC) for o in outcomes],
-        "errors": [o.error for o in outcomes],
-        "logs": [o.log[-LOG_KEPT:] for o in outcomes],
-        # As the JSON column stores them: no result is JSON null, as through the ORM.
-        "results": [
-            json.dumps(None if o.result is None else {"value": o.result}) for o in outcomes
-        ],
-    }
-    return set(connection.execute(_FINISH_ALL, params).scalars().all())
+    return set(connection.execute(_FINISH_ALL, finish_params(outcomes)).scalars().all())
 
 
 class ConfigReader:
@@ -190,10 +171,25 @@ def run_round(
     probe: bool,
 ) -> Round:
     """Do one round (in a worker thread): record `outcomes`, then claim up to `room` runs
-    (their slots are free once the outcomes are recorded) and read their configs, in one
-    transaction. A round with nothing to record probes for a ready run first (unless the
-    last one claimed all its room), so an idle one takes no write transaction."""
+    (their slots are free once the outcomes are recorded) and read their configs.
+
+    On PostgreSQL one round trip (after a transaction recording the outcomes that queue a
+    retry, if any). On SQLite one transaction; a round with nothing to record probes for a
+    ready run first (unless the last one claimed all its room), so an idle one takes no
+    write transaction."""
     done = Round()
+    if db.dialect == "postgresql":
+        if any(o.retry is not None for o in outcomes):
+            with writer(db).begin() as connection:
+                done.recorded = record(connection, outcomes, insert_new)
+            outcomes = ()
+        trip = round_trip(
+            db, outcomes, now=now, owner=owner, room=room, per_module=per_module, runnable=runnable
+        )
+        done.recorded |= trip.recorded
+        done.claims = trip.claims
+        done.configs = reader.decode({c.module for c in trip.claims}, trip.stored)
+        return done
     if not outcomes:
         if room > 0:
             done.claims = claim_ready(db, now, owner, room, per_module, runnable, probe=probe)
@@ -201,13 +197,8 @@ def run_round(
         return done
     with writer(db).begin() as connection:  # Core: a session's ORM layer cost more here
         done.recorded = record(connection, outcomes, insert_new)
-        if connection.dialect.name == "postgresql":  # configs read by the claim
-            stored: dict[str, Any] = {}
-            done.claims = claim_in(connection, now, owner, room, per_module, runnable, stored)
-            done.configs = reader.decode({c.module for c in done.claims}, stored)
-        else:
-            done.claims = claim_in(connection, now, owner, room, per_module, runnable)
-            done.configs = reader.read(db, {c.module for c in done.claims}, connection)
+        done.claims = claim_in(connection, now, owner, room, per_module, runnable)
+        done.configs = reader.read(db, {c.module for c in done.claims}, connection)
     return done
 
 
