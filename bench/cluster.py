@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -64,7 +65,7 @@ from pathlib import Path
 
 import httpx
 
-from api import Endpoint, Result, module_name, run_load, seed
+from api import Endpoint, Result, cpu_seconds, module_name, run_load, seed
 from common import (
     free_port,
     install,
@@ -311,8 +312,8 @@ def registry_reads(
         try:
             token = login(server)
             for endpoint in measured:
-                result = asyncio.run(
-                    run_load(server, token, endpoint, clients, seconds, 1.0, process.pid)
+                result, split, cpu = asyncio.run(
+                    observed(server, token, endpoint, clients, seconds, process.pid, url)
                 )
                 p99 = result.percentile(99)
                 ok = p99 < REGISTRY_TARGET_MS and not result.errors
@@ -321,11 +322,94 @@ def registry_reads(
                     f"p50 {result.percentile(50):.1f} ms, p99 {p99:.1f} ms, "
                     f"{result.errors} errors; p99 < {REGISTRY_TARGET_MS:.0f} ms: {verdict(ok)}"
                 )
+                per = 1000 / max(result.requests, 1)
+                print(
+                    f"  {' ' * len(label)} connections per server process {split}; CPU ms a "
+                    f"request: server {cpu['server'] * per:.2f}, PostgreSQL "
+                    f"{cpu['postgres'] * per:.2f}, load generator "
+                    f"{result.client_cpu_seconds * per:.2f}"
+                )
                 if args:
                     verdicts.append((f"registry {endpoint.label} p99, --workers 2", ok))
         finally:
             stop_server(process)
     return verdicts
+
+
+def _processes(parent: int) -> list[int]:
+    """Return `parent` and every process below it."""
+    found, todo = [], [parent]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def _cpu(pids: list[int]) -> dict[int, float]:
+    """Return the CPU seconds each of `pids` has used so far (those still there)."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # gone since it was listed
+            used[pid] = cpu_seconds(pid)
+    return used
+
+
+def _used(before: dict[int, float], after: dict[int, float]) -> float:
+    """Return the CPU seconds used between two `_cpu` readings (a process started in
+    between counts from zero; one that ended in between is left out)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _postgres(url: str) -> list[int]:
+    """Return the PostgreSQL backends serving the database of `url` (their CPU is
+    readable; others' databases on the same server are left out)."""
+    database = f" {url.rsplit('/', 1)[1]} ".encode()
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if cmdline.read_bytes().startswith(b"postgres: ") and database in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _split(server: str, pids: list[int]) -> str:
+    """Return how the load's connections to `server` fall on its processes ("7+5")."""
+    port = server.rsplit(":", 1)[1]
+    listing = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    counts = {pid: listing.count(f"pid={pid},") for pid in pids}
+    return "+".join(str(n) for n in sorted(counts.values(), reverse=True) if n) or "?"
+
+
+async def observed(
+    server: str,
+    token: str,
+    endpoint: Endpoint,
+    clients: int,
+    seconds: float,
+    pid: int,
+    database: str,
+) -> tuple[Result, str, dict[str, float]]:
+    """Run the load on `endpoint`; also return how its connections fell on the server's
+    processes and the CPU seconds the server (every process) and PostgreSQL's backends
+    of `database` (a URL) used in it."""
+    load = asyncio.create_task(run_load(server, token, endpoint, clients, seconds, 1.0, pid))
+    await asyncio.sleep(1.0)  # the warm-up: every connection is open by now
+    pids = _processes(pid)
+    split = await asyncio.to_thread(_split, server, pids)
+    server_cpu, postgres_cpu = _cpu(pids), _cpu(_postgres(database))
+    result = await load
+    cpu = {
+        "server": _used(server_cpu, _cpu(pids)),
+        "postgres": _used(postgres_cpu, _cpu(_postgres(database))),
+    }
+    return result, split, cpu
 
 
 def main() -> None:
