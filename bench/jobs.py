@@ -35,8 +35,10 @@ separately and says which is which:
    slot frees, no tick in between; its lease renewed as `tick` does), `--rounds` (3)
    times after a warm-up that starts every worker. Measured: runs/s, the overhead per run
    (1 / runs/s: the handler does nothing, so all of it is the platform's; and per slot,
-   8 / runs/s), and the CPU per run of the server process and of the workers' processes
-   (/proc, each worker's whole sandbox tree). Target: 1,000 runs/s (<= 1 ms per run).
+   8 / runs/s), and the CPU per run of the server process, of the workers' processes
+   (/proc, each worker's whole sandbox tree) and, on PostgreSQL, of the server's backends
+   serving the benchmark's database (/proc: the server runs on this machine). Target:
+   1,000 runs/s (<= 1 ms per run).
 4. TWO NODES on PostgreSQL (issue 13): as 2., with a second runner in a process of its own
    (`bench/jobs.py --node ...`: its own `Services`, worker pool and runner loop on the
    same database and data dir) reading the shifted clock's offset from a file at each
@@ -80,7 +82,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from common import (
     SECRET,
@@ -463,6 +465,7 @@ class Throughput:
     cpu_s: float  # this process (the runner, its threads, the pool)
     worker_cpu_s: float  # the workers' processes (sandbox, interpreter, handler)
     statuses: dict[str, int]
+    db_cpu_s: float | None = None  # PostgreSQL's backends of this database (None: SQLite)
 
     @property
     def rate(self) -> float:
@@ -478,6 +481,24 @@ def workers_cpu(pool: WorkerPool) -> float:
         for each in [pid, *descendants(pid)]:
             with suppress(OSError):
                 fields = proc_stat(each)
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def database_cpu(svc: Services) -> float | None:
+    """Return the CPU seconds the PostgreSQL backends serving this database used so far (the
+    server runs on this machine); None on SQLite. Pooled connections stay open between
+    two readings, so their difference is the database's CPU for what came in between."""
+    if svc.db.dialect != "postgresql":
+        return None
+    with svc.db.query() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        ticks = 0
+        for pid in pids:
+            with suppress(OSError):
+                fields = proc_stat(pid)
                 ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -530,6 +551,7 @@ async def drive_throughput(
         for n in [modules * 2] + [count] * rounds:  # the first starts every worker
             at = datetime.datetime.now(UTC) - timedelta(seconds=1)
             queue_runs(svc, modules, jobs, n, at)
+            db_cpu = database_cpu(svc)
             wall, cpu, spent = time.perf_counter(), time.process_time(), workers_cpu(pool)
             while True:
                 now = datetime.datetime.now(UTC)
@@ -541,6 +563,8 @@ async def drive_throughput(
                     break
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             spent = workers_cpu(pool) - spent
+            db_after = database_cpu(svc)
+            db_spent = None if db_cpu is None or db_after is None else db_after - db_cpu
             with svc.db.write() as session:
                 statuses = dict(
                     session.execute(
@@ -549,7 +573,7 @@ async def drive_throughput(
                 )
                 session.execute(delete(JobRun))
             if n == count:
-                out.append(Throughput(n, wall, cpu, spent, statuses))
+                out.append(Throughput(n, wall, cpu, spent, statuses, db_spent))
     finally:
         await pool.close()
     return out
@@ -571,6 +595,11 @@ def print_throughput(results: list[Throughput], slots: int) -> bool:
             f"({slots} slots: {slots * 1000 / r.rate:.1f} ms per run per slot); "
             f"CPU per run: {r.cpu_s * 1000 / r.runs:.2f} ms in the server process, "
             f"{r.worker_cpu_s * 1000 / r.runs:.2f} ms in the workers"
+            + (
+                ""
+                if r.db_cpu_s is None
+                else f", {r.db_cpu_s * 1000 / r.runs:.2f} ms in PostgreSQL's backends"
+            )
         )
     rate = statistics.median([r.rate for r in results])
     ok = rate >= RATE_TARGET and all(r.statuses == {"succeeded": r.runs} for r in results)

@@ -9,7 +9,9 @@ after the locks are held, and sees every claim committed before them, as a separ
 transaction's would; the outcomes recorded first free their slots for the claim.
 
 1. `_FINISH` (when there are outcomes): every outcome in one UPDATE, each only if its run is
-   still running (a cancel committed first wins); it returns the runs recorded.
+   still running (a cancel committed first wins); it returns the runs recorded. Then
+   `_PLANS` turns bitmap and sequential scans off for the rest of the transaction, so the
+   next two walk the ready runs' index in its order and stop at their LIMIT.
 2. `_LOCK`: the modules of the oldest ready runs this runner can run (`room` x `CANDIDATES`
    of them) are locked, one advisory transaction lock per module (`claim.module_key`, in
    the order of their keys, as every claimer takes them: none deadlock), and named in a
