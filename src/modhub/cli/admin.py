@@ -7,21 +7,21 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from modhub.cli.app import app, err, load_settings, out
-from modhub.db import Database
-from modhub.db.migrate import upgrade
 from modhub.errors import ModhubError
-from modhub.metrics import listener as metrics_listener
-from modhub.registry import Status
-from modhub.services import Services
-from modhub.settings import Settings
-from modhub.telemetry import logs
+
+if TYPE_CHECKING:
+    from modhub.services import Services
+    from modhub.settings import Settings
+
+# The services (SQLAlchemy, FastAPI, the event dispatcher, the registry...) are imported
+# by the commands that open them, not by every `modhub` command (tests/cli/test_imports.py).
 
 DataDir = Annotated[
     Path | None,
@@ -47,6 +47,8 @@ def settings_for(data_dir: Path | None, **overrides: object) -> Settings:
 
 def start(data_dir: Path | None) -> Services:
     """Open the services, or exit with the reason they cannot start."""
+    from modhub.services import Services
+
     try:
         return Services.start(settings_for(data_dir))
     except ModhubError as exc:
@@ -88,6 +90,9 @@ def serve(
 
     from modhub.api.app import create_app
     from modhub.api.protocol import server_options
+    from modhub.metrics import listener as metrics_listener
+    from modhub.services import Services
+    from modhub.telemetry import logs
 
     try:
         settings = settings_for(data_dir, host=host, port=port, prefetch=prefetch or None)
@@ -144,6 +149,8 @@ def serve_workers(settings: Settings, workers: int) -> None:
     from uvicorn.config import LOGGING_CONFIG
 
     from modhub.api.protocol import server_options
+    from modhub.metrics import listener as metrics_listener
+    from modhub.telemetry import logs
 
     metrics_listener.prepare_workers(settings)  # before the processes import prometheus
     metrics_listener.listen(settings)  # one listener, adding up every process's metrics
@@ -173,6 +180,8 @@ def serve_workers(settings: Settings, workers: int) -> None:
 
 def install_examples(services: Services, folder: Path) -> None:
     """Install every module folder under `folder`; enable those that need no config."""
+    from modhub.registry import Status
+
     names = []
     for module in sorted(p for p in folder.iterdir() if (p / "module.json").is_file()):
         try:
@@ -197,6 +206,9 @@ def install_examples(services: Services, folder: Path) -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Migrate the database (MODHUB_DATABASE_URL, or the embedded SQLite) to the newest schema."""
+    from modhub.db import Database
+    from modhub.db.migrate import upgrade
+
     settings = settings_for(data_dir)
     settings.prepare_data_dir()
     db = Database(settings.db_url)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
 from modhub import __version__
-from modhub.manifest import ValidationResult, validate_path
-from modhub.manifest.schema import render_schema
-from modhub.settings import Settings
+
+if TYPE_CHECKING:
+    from modhub.manifest import ValidationResult
+    from modhub.settings import Settings
+
+# Every `modhub` command pays this module's imports and those of the other modules of
+# modhub.cli, `modhub --help` too: what only some commands use (the manifest's models,
+# pydantic-settings, SQLAlchemy, FastAPI, the services) is imported in those commands.
+# tests/cli/test_imports.py holds the line.
 
 app = typer.Typer(
     name="modhub",
@@ -60,6 +64,8 @@ def validate(
     As the server does: MODHUB_PIP_ALLOW_DIRECT_REFERENCES decides whether URL and VCS
     requirements are accepted.
     """
+    from modhub.manifest import validate_path
+
     result = validate_path(path, allow_direct_references=_allow_direct_references())
     if result.valid and path.is_dir():
         result = _check_node_handlers(path, result)
@@ -75,7 +81,7 @@ def _check_node_handlers(folder: Path, result: ValidationResult) -> ValidationRe
     error (file:line:column) or a function not exported (a warning when it cannot run)."""
     from modhub.lifecycle import typescript
     from modhub.lifecycle.environment import InstallError
-    from modhub.manifest import Manifest, load_manifest
+    from modhub.manifest import Manifest, ValidationResult, load_manifest
     from modhub.manifest.result import Issue
 
     manifest = Manifest.model_validate(load_manifest(folder))
@@ -94,6 +100,8 @@ def _check_node_handlers(folder: Path, result: ValidationResult) -> ValidationRe
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of module.json (for editors: name it in "$schema")."""
+    from modhub.manifest.schema import render_schema
+
     typer.echo(render_schema(), nl=False)
 
 
@@ -107,6 +115,11 @@ def load_settings(**options: Any) -> Settings:
     """Return the settings from the environment, with the command line's `options` (None:
     not given) over them; on an invalid one, print a line naming each invalid setting (the
     option when it came from the command line, else its variable) and exit 2."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from modhub.settings import Settings
+
     given = {name: value for name, value in options.items() if value is not None}
     try:
         return Settings(**given)

@@ -12,7 +12,6 @@ from rich.markup import escape
 
 from modhub.cli.app import app, err, out
 from modhub.cli.client import module_app
-from modhub.manifest.schema import render_schema
 
 sdk_app = typer.Typer(help="The handler contract for module authors.", no_args_is_help=True)
 app.add_typer(sdk_app, name="sdk")
@@ -61,6 +60,8 @@ def new(
 
 def module_files(name: str, lang: str) -> dict[str, str]:
     """Return the files of a new module: relative path → text."""
+    from modhub.manifest.schema import render_schema
+
     typescript = lang == "typescript"
     handler = "handlers/hello.ts" if typescript else "handlers/hello.py"
     job = "jobs/tick.ts" if typescript else "jobs/tick.py"

@@ -7,17 +7,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, BinaryIO
 
-import httpx
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from modhub.cli.app import app, err, out
-from modhub.lifecycle.bundle import pack_folder
-from modhub.manifest import ManifestFileError, load_manifest
 
 module_app = typer.Typer(help="Modules on a running server (--url, --token).", no_args_is_help=True)
 config_app = typer.Typer(help="Module configuration.", no_args_is_help=True)
@@ -32,6 +30,16 @@ Token = Annotated[
 DEFAULT_URL = "http://127.0.0.1:4000"
 
 
+def __getattr__(name: str) -> ModuleType:
+    """`client.httpx` (tests patch its `request`), imported on first use: httpx (its own
+    command line's rich and pygments too) took as long again as typer and rich together."""
+    if name == "httpx":
+        import httpx
+
+        return httpx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def call(method: str, url: str, token: str | None, path: str, **kwargs: Any) -> Any:
     """Send one API request; print the problem and exit 1 when it fails."""
     if not token:
@@ -40,6 +48,8 @@ def call(method: str, url: str, token: str | None, path: str, **kwargs: Any) -> 
             "(create one with `modhub tokens create --user NAME`)"
         )
         raise typer.Exit(2)
+    import httpx
+
     try:
         response = httpx.request(
             method,
@@ -78,6 +88,8 @@ def install(
     token: Token = None,
 ) -> None:
     """Upload a module (a folder is packed first), register it, and install it."""
+    from modhub.manifest import ManifestFileError, load_manifest
+
     if path.is_file() and path.suffix == ".json":
         try:
             manifest = load_manifest(path)
@@ -104,6 +116,8 @@ def install(
 
 
 def _upload(path: Path, url: str, token: str | None) -> Any:
+    from modhub.lifecycle.bundle import pack_folder  # modhub.lifecycle: the services' imports
+
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_dir():
             bundle = pack_folder(path, Path(tmp) / f"{path.name}.tar.gz")

@@ -15,10 +15,9 @@ from rich.table import Table
 from modhub import __version__
 from modhub.cli.app import app, load_settings, out
 from modhub.errors import WorkerUnavailable
-from modhub.lifecycle.environment import InstallError, uv_bin
-from modhub.lifecycle.typescript import esbuild_package, tools_dir
-from modhub.sandbox.cgroups import Cgroups
-from modhub.sandbox.launch import bwrap_path, isolation, node_binary
+
+# modhub.lifecycle and modhub.sandbox bring the services' imports (SQLAlchemy, the
+# registry...): imported when `modhub doctor` runs, not by every command.
 
 
 @app.command()
@@ -28,6 +27,10 @@ def doctor(
     ] = None,
 ) -> None:
     """Say which isolation module workers get here, and check the tools modhub uses."""
+    from modhub.lifecycle.environment import uv_bin
+    from modhub.sandbox.cgroups import Cgroups
+    from modhub.sandbox.launch import bwrap_path, isolation
+
     settings = load_settings(data_dir=data_dir)
     table = Table("check", "result")
     mode = isolation()
@@ -93,6 +96,8 @@ def doctor(
 
 def _node() -> str:
     """Say which Node.js runs TypeScript/JavaScript handlers, or that none can run."""
+    from modhub.sandbox.launch import node_binary
+
     try:
         node = node_binary()
     except WorkerUnavailable as exc:
@@ -102,6 +107,9 @@ def _node() -> str:
 
 def _esbuild() -> str:
     """Say which esbuild compiles .ts/.tsx at install, or how to install it."""
+    from modhub.lifecycle.environment import InstallError
+    from modhub.lifecycle.typescript import esbuild_package, tools_dir
+
     try:
         package = esbuild_package()
     except InstallError as exc:
