@@ -67,7 +67,12 @@ def authorize(
     request's log lines (the worker thread shares the request's fields). Read on
     `connection` (one of `db.query()`) when given.
     """
-    principal = svc.auth.authenticate(header, connection)
+    return admit(svc.auth.authenticate(header, connection), permission)
+
+
+def admit(principal: Principal, permission: str) -> Principal:
+    """Return `principal` if they hold `permission` (else 403), noted as the caller in the
+    request's log lines (a worker thread shares the request's fields)."""
     telemetry.note(user=principal.username)
     if not principal.can(permission):
         raise Forbidden(permission)

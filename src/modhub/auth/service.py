@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from modhub.auth.credentials import (
@@ -32,6 +33,7 @@ from modhub.settings import Settings
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MIN_PASSWORD = 8
 _MAX_ID = 2**31 - 1  # an INTEGER primary key on PostgreSQL
+_NO_CALLER = "the token's user does not exist or is disabled"
 
 # Every request authenticates, so its two statements are built once (see registry/rows.py):
 # one query each for the user, its role and the role's permissions (outer join); an API
@@ -45,6 +47,30 @@ _BY_API_TOKEN = (
     .join(ApiToken, ApiToken.user_id == User.id)
     .where(ApiToken.token_hash == bindparam("digest"), ApiToken.revoked.is_(False))
 )
+# PostgreSQL: the caller in one row, its permissions in an array, for a statement that
+# reads more beside it (registry/views.py). Keyed by "is an API token".
+_CALLER = select(
+    User.username,
+    User.role,
+    User.active,
+    func.array_remove(func.array_agg(RolePermission.permission), None).label("permissions"),
+).outerjoin(RolePermission, RolePermission.role == User.role)
+CALLER_ROW: dict[bool, Select[Any]] = {
+    False: _CALLER.where(User.username == bindparam("username")).group_by(User.id),
+    True: _CALLER.add_columns(ApiToken.id.label("token_id"))
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("digest"), ApiToken.revoked.is_(False))
+    .group_by(User.id, ApiToken.id),
+}
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A bearer credential, checked as far as it can be without the database: the
+    parameters of the statement that reads its caller (`CALLER_ROW[api_token]`)."""
+
+    api_token: bool
+    params: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -148,24 +174,32 @@ class AuthService:
         Read on `connection` (one of `db.query()`) when given, for a caller that reads more
         on it, else on one of its own.
         """
-        scheme, _, credential = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise Unauthorized("send 'Authorization: Bearer <token>'")
-        credential = credential.strip()
-        api_token = credential.startswith(API_TOKEN_PREFIX)
+        credential = self.credential(authorization)
+        statement = _BY_API_TOKEN if credential.api_token else _BY_USERNAME
         with self.db.query() if connection is None else nullcontext(connection) as connection:
-            if api_token:
-                found = connection.execute(_BY_API_TOKEN, {"digest": hash_api_token(credential)})
-            else:
-                username = self.tokens.subject(credential)
-                found = connection.execute(_BY_USERNAME, {"username": username})
-            rows = found.all()
-        if not rows or not rows[0].active:
-            raise Unauthorized("the token's user does not exist or is disabled")
-        if api_token:
-            self.token_uses.used(rows[0].token_id)  # in memory; written later, off this path
-        permissions = frozenset(row.permission for row in rows if row.permission is not None)
-        return Principal(rows[0].username, rows[0].role, permissions)
+            rows = connection.execute(statement, credential.params).all()
+        permissions = (row.permission for row in rows if row.permission is not None)
+        return self.principal(credential, rows[0] if rows else None, permissions)
+
+    def credential(self, authorization: str | None) -> Credential:
+        """Return the credential of an `Authorization: Bearer` header value: an API token's
+        hash, or the user name of a valid access token (else Unauthorized)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send 'Authorization: Bearer <token>'")
+        token = token.strip()
+        if token.startswith(API_TOKEN_PREFIX):
+            return Credential(True, {"digest": hash_api_token(token)})
+        return Credential(False, {"username": self.tokens.subject(token)})
+
+    def principal(self, credential: Credential, row: Any, permissions: Iterable[str]) -> Principal:
+        """Return the caller of `credential` from its row (username, role, active and, for
+        an API token, token_id), or raise Unauthorized for no row or a disabled user."""
+        if row is None or not row.active:
+            raise Unauthorized(_NO_CALLER)
+        if credential.api_token:
+            self.token_uses.used(row.token_id)  # in memory; written later, off this path
+        return Principal(row.username, row.role, frozenset(permissions))
 
     def create_api_token(self, username: str, name: str = "api", *, actor: str = SYSTEM) -> str:
         """Return a new API token for `username`; only its hash is kept."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
 from functools import cache
 from typing import Any
@@ -113,22 +113,39 @@ def read_detail(session: Session | Connection, name: str) -> ModuleDetail:
     """
     bind = session.get_bind() if isinstance(session, Session) else session
     if bind.dialect.name == "postgresql":
-        row = session.execute(_DETAIL_AGGREGATED, {"name": name}).first()
-        if row is None:
+        found = session.execute(DETAIL_AGGREGATED, {"name": name}).first()
+        if found is None:
             raise NotFound(f"no module named '{name}'", module=name)
-        needed: Iterable[Sequence[Any]] = row.deps or ()
-        using: Iterable[Sequence[Any]] = row.users or ()
-        registered: dict[str, Any] = {
-            v: at.astimezone(UTC)  # as UTCDateTime returns it
-            for v, at in zip(row.version_names or (), row.version_times or (), strict=True)
-        }
-    else:
-        row = session.execute(_DETAIL, {"name": name}).first()
-        if row is None:
-            raise NotFound(f"no module named '{name}'", module=name)
-        needed = session.execute(_DEPENDENCIES, {"id": row.id})
-        using = session.execute(_DEPENDENTS, {"name": name})
-        registered = {v: at for v, at in session.execute(_VERSIONS, {"id": row.id})}
+        return aggregated_detail(found._mapping)
+    row = session.execute(_DETAIL, {"name": name}).first()
+    if row is None:
+        raise NotFound(f"no module named '{name}'", module=name)
+    columns = dict(row._mapping)
+    needed = session.execute(_DEPENDENCIES, {"id": row.id})
+    using = session.execute(_DEPENDENTS, {"name": name})
+    registered = {v: at for v, at in session.execute(_VERSIONS, {"id": row.id})}
+    return _detail(columns, needed, using, registered)
+
+
+def aggregated_detail(row: Mapping[Any, Any]) -> ModuleDetail:
+    """Return the module of a row holding DETAIL_AGGREGATED's columns (PostgreSQL), by
+    name: other columns beside them are left out."""
+    needed: Iterable[Sequence[Any]] = row["deps"] or ()
+    using: Iterable[Sequence[Any]] = row["users"] or ()
+    registered: dict[str, Any] = {
+        v: at.astimezone(UTC)  # as UTCDateTime returns it
+        for v, at in zip(row["version_names"] or (), row["version_times"] or (), strict=True)
+    }
+    return _detail({k: row[k] for k in DETAIL_COLUMNS}, needed, using, registered)
+
+
+def _detail(
+    columns: dict[str, Any],
+    needed: Iterable[Sequence[Any]],
+    using: Iterable[Sequence[Any]],
+    registered: dict[str, Any],
+) -> ModuleDetail:
+    active = columns["version"]
     deps = [
         Dependency(
             name=dep,
@@ -141,14 +158,13 @@ def read_detail(session: Session | Connection, name: str) -> ModuleDetail:
     ]
     users = [Dependent(name=n, range=r, version=v, status=Status(st)) for n, v, st, r in using]
     versions = [
-        VersionInfo(version=v, registered_at=registered[v], active=v == row.version)
+        VersionInfo(version=v, registered_at=registered[v], active=v == active)
         for v in reversed(semver.sort_versions(registered))
     ]
-    columns = {k: v for k, v in row._mapping.items() if k not in _AGGREGATES}
     return ModuleDetail.model_validate(
         {
             **columns,  # the summary columns, previous_version and path
-            "config": configs.masked(row.config),
+            "config": configs.masked(columns["config"]),
             "dependencies": deps,
             "dependents": users,
             "versions": versions,
@@ -209,8 +225,7 @@ _DEPENDENTS = (
 _Dep = aliased(ModuleDependency)
 _User = aliased(Module)
 _Version = aliased(ModuleVersion)
-_AGGREGATES = frozenset({"deps", "users", "version_names", "version_times"})
-_DETAIL_AGGREGATED = _DETAIL.add_columns(
+DETAIL_AGGREGATED = _DETAIL.add_columns(
     select(
         func.json_agg(
             aggregate_order_by(
@@ -248,6 +263,9 @@ _DETAIL_AGGREGATED = _DETAIL.add_columns(
     .scalar_subquery()
     .label("version_times"),
 )
+# The detail's own columns (the summary, config, previous_version, path, manifest): what
+# a ModuleDetail is validated from beside its lists.
+DETAIL_COLUMNS = tuple(column.name for column in _DETAIL.selected_columns)
 _DEPENDED_ON = select(ModuleDependency.id).where(ModuleDependency.depends_on == bindparam("name"))
 _EDGES_FROM = (
     select(Module.name, ModuleDependency.depends_on)

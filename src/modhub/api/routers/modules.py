@@ -10,13 +10,23 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, Field
 from sqlalchemy import Connection
 
-from modhub.api.deps import Bearer, ServicesDep, authorization, authorize, lookup, require
+from modhub.api.deps import (
+    Bearer,
+    ServicesDep,
+    admit,
+    authorization,
+    authorize,
+    lookup,
+    require,
+)
 from modhub.api.operations import ACCEPTED, outcome
 from modhub.api.problems import responses
 from modhub.auth import Permission, Principal
+from modhub.errors import NotFound
 from modhub.lifecycle.service import quota_bytes
-from modhub.registry import Status
+from modhub.registry import Status, views
 from modhub.registry.cache import Answer, to_json
+from modhub.registry.rows import aggregated_detail
 from modhub.registry.types import (
     ConfigView,
     ModuleDetail,
@@ -134,7 +144,10 @@ def validate(body: ManifestBody, svc: ServicesDep, _principal: Reader) -> Valida
 def _view_parts(svc: Services, name: str, connection: Connection) -> tuple[bytes, bytes]:
     """Return a module's ModuleView JSON around its store's key count and bytes: what
     comes before the key count, and what comes after the bytes (the storage limit)."""
-    detail = svc.registry.get(name, connection)
+    return _parts(svc, svc.registry.get(name, connection))
+
+
+def _parts(svc: Services, detail: ModuleDetail) -> tuple[bytes, bytes]:
     runtime = detail.manifest.get("runtime") or {}
     megabytes = runtime.get("storageMb") if isinstance(runtime, dict) else None
     limit = quota_bytes(megabytes if isinstance(megabytes, int) else None, svc.settings)
@@ -147,8 +160,8 @@ def _authorized_view(svc: Services, header: str | None, name: str, parts: Answer
     """Return a module's ModuleView as JSON if the caller of `header` holds modules:read
     (else 401 or 403): `parts` (or the cached or read ones) around its store's use.
 
-    The caller, the detail and the store's use are read on one pooled connection, one
-    statement each (the caller first, on every request: no token is cached).
+    SQLite: the caller, the detail (unless `parts`) and the store's use, one statement
+    each on one connection; the caller first, on every request (no token is cached).
     """
     with svc.db.query() as connection:
         authorize(svc, header, Permission.MODULES_READ, connection)
@@ -157,8 +170,33 @@ def _authorized_view(svc: Services, header: str | None, name: str, parts: Answer
                 ("view", name), lambda: _view_parts(svc, name, connection)
             )
         usage = svc.store.usage(name, connection)  # one indexed lookup (not cached)
+    return _complete(parts, usage.keys, usage.bytes)
+
+
+def _authorized_view_pg(
+    svc: Services, header: str | None, name: str, parts: Answer | None
+) -> bytes:
+    """`_authorized_view` on PostgreSQL: the caller, the store's use and (unless `parts`)
+    the detail in one statement (registry/views.py), the caller read on every request and
+    checked before anything of the module is used."""
+    credential = svc.auth.credential(header)
+    generation = svc.registry.reads.generation  # before the read: see ReadCache.put
+    with svc.db.query() as connection:
+        row = views.read(connection, credential, name, svc.store.clock(), parts is None)
+    principal = svc.auth.principal(credential, row, row.permissions if row else ())
+    admit(principal, Permission.MODULES_READ)
+    assert row is not None  # else `principal` raised
+    if parts is None:
+        if row.id is None:
+            raise NotFound(f"no module named '{name}'", module=name)
+        parts = _parts(svc, aggregated_detail(row._mapping))
+        svc.registry.reads.put(("view", name), parts, generation)
+    return _complete(parts, row.store_keys or 0, row.store_bytes or 0)
+
+
+def _complete(parts: Answer, keys: int, size: int) -> bytes:
     head, tail = parts
-    return b'%s%d,"bytes":%d%s' % (head, usage.keys, usage.bytes, tail)
+    return b'%s%d,"bytes":%d%s' % (head, keys, size, tail)
 
 
 @router.get("/{name}", response_model=ModuleView, responses=responses(401, 403, 404))
@@ -166,11 +204,13 @@ async def get_module(name: str, svc: ServicesDep, credentials: Bearer) -> Respon
     """Return a module with its manifest, config, dependencies, dependents, versions and
     the use of its store."""
     # The view but its store's use is cached by the registry (dropped on every change).
-    # The caller is checked in the same thread hand-off as the view is read (as strictly
-    # as `Reader`: first, on every request); a Response skips response_model's validation.
+    # The caller is checked in the same thread hand-off and read as the view (as strictly
+    # as `Reader`: on every request, before the module is used); a Response skips
+    # response_model's validation.
     parts = svc.registry.cached(("view", name))
     header = authorization(credentials)
-    body = await lookup(svc, _authorized_view, svc, header, name, parts)
+    read = _authorized_view if svc.db.embedded else _authorized_view_pg
+    body = await lookup(svc, read, svc, header, name, parts)
     return Response(body, media_type="application/json")
 
 
