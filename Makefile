@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "uv>=0.5"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -19,7 +19,12 @@ $(NODE_TOOLS): tools/node/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd tools/node && npm ci --ignore-scripts --no-audit --no-fund --silent; \
 	else echo "note: npm is not installed; TypeScript modules cannot be installed"; fi
 
+# Bytecode: uv (unlike pip) compiles none at install, and where PYTHONDONTWRITEBYTECODE is
+# set (CI machines) no Python process writes any, so each one (a server, a worker, a CLI
+# call: hundreds in `make test`) compiled every module it imported from source. The
+# dependencies are compiled at install (--compile-bytecode), our own code here.
 install: $(STAMP) $(NODE_TOOLS)
+	@$(BIN)/python -m compileall -q src > /dev/null
 
 # bubblewrap gives module workers their own namespaces (tests cover that, not only the
 # rlimits fallback); Debian's chromium runs the console's browser tests; HAProxy balances
