@@ -9,9 +9,10 @@ after the locks are held, and sees every claim committed before them, as a separ
 transaction's would; the outcomes recorded first free their slots for the claim.
 
 1. `_FINISH` (when there are outcomes): every outcome in one UPDATE, each only if its run is
-   still running (a cancel committed first wins); it returns the runs recorded. Then
-   `_PLANS` turns bitmap and sequential scans off for the rest of the transaction, so the
-   next two walk the ready runs' index in its order and stop at their LIMIT.
+   still running (a cancel committed first wins); it returns the runs recorded. The same
+   statement (`_FINISH_PLANS`; without outcomes `_PLANS` alone) turns bitmap and
+   sequential scans off for the rest of the transaction, so the next two walk the ready
+   runs' index in its order and stop at their LIMIT.
 2. `_LOCK`: the modules of the oldest ready runs this runner can run (`room` x `CANDIDATES`
    of them) are locked, one advisory transaction lock per module (`claim.module_key`, in
    the order of their keys, as every claimer takes them: none deadlock), and named in a
@@ -63,9 +64,10 @@ _READY = (
 # planner's stats of `job_runs` are mostly of finished runs (a burst of queued runs is
 # estimated as a few rows: it would sort every ready run, twice a round, as long as the
 # queue lasts). For this transaction only.
-_PLANS = (
-    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
-)
+_PINNED = "set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
+_PLANS = f"SELECT {_PINNED}"
+# With outcomes, one statement: the outcomes recorded (their ids), then the plans pinned.
+_FINISH_PLANS = f"WITH f AS ({_FINISH}) SELECT ARRAY(SELECT id FROM f), {_PINNED}"
 _LOCK = (
     "SELECT count(pg_advisory_xact_lock(%(lock)s, w.key)), set_config('modhub.claim_modules',"
     " CAST(coalesce(array_agg(w.module), CAST('{}' AS text[])) AS text), true)"
@@ -197,11 +199,11 @@ def round_trip(
         raw = cast(psycopg.Connection[Any], connection.connection.driver_connection)
         try:
             with raw.pipeline():  # its end sends the Sync and waits for the commit
-                finished = (
-                    raw.execute(_FINISH, finish_params(outcomes), prepare=True)
-                    if outcomes
-                    else None
-                )
+                finished = None
+                if outcomes:
+                    finished = raw.execute(_FINISH_PLANS, finish_params(outcomes), prepare=True)
+                elif claiming:
+                    raw.execute(_PLANS, prepare=True)
                 claimed = None
                 if claiming:
                     params = {
@@ -212,12 +214,12 @@ def round_trip(
                         "per_module": per_module,
                         "limit": room * CANDIDATES,
                     }
-                    raw.execute(_PLANS, prepare=True)
                     raw.execute(_LOCK, params, prepare=True)
                     claimed = raw.execute(_CLAIM, params, prepare=True)
             done = Done()
             if finished is not None:
-                done.recorded = {int(row[0]) for row in finished.fetchall()}
+                row = finished.fetchone()
+                done.recorded = set(row[0]) if row is not None else set()
             for row in claimed.fetchall() if claimed is not None else []:
                 run_id, module, job, version, attempt, scheduled_at, config, found = row
                 done.claims.append(
