@@ -363,13 +363,16 @@ def _used(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def _postgres(url: str) -> list[int]:
-    """Return the PostgreSQL backends serving the database of `url` (their CPU is
-    readable; others' databases on the same server are left out)."""
+    """Return the PostgreSQL backends serving clients on the database of `url` (their CPU
+    is readable). Others' databases on the same server and autovacuum (busy after the
+    seeding, at its own times) are left out; so is a backend that starts and ends between
+    two readings (a connection opened and closed by the server)."""
     database = f" {url.rsplit('/', 1)[1]} ".encode()
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            if cmdline.read_bytes().startswith(b"postgres: ") and database in cmdline.read_bytes():
+            line = cmdline.read_bytes()
+            if line.startswith(b"postgres: ") and database in line and b"autovacuum" not in line:
                 pids.append(int(cmdline.parent.name))
     return pids
 
