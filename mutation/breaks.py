@@ -28,6 +28,7 @@ DISPATCH = "src/modhub/routes/dispatch.py"
 GRAPH = "src/modhub/registry/graph.py"
 CLAIM = "src/modhub/jobs/claim.py"
 STORE = "src/modhub/jobs/store.py"
+PIPELINE = "src/modhub/jobs/pipeline.py"
 PERMISSIONS = "src/modhub/auth/permissions.py"
 THROTTLE = "src/modhub/auth/throttle.py"
 WEB = "src/modhub/web/router.py"
@@ -65,9 +66,16 @@ BREAKS: tuple[Break, ...] = (
     Break(
         "the claiming round takes runs that are not queued",
         CLAIM,
-        '    ready = (JobRun.status == "queued", JobRun.not_before <= now,',
-        "    ready = (JobRun.not_before <= now,",
+        '_READY = (JobRun.status == "queued", JobRun.not_before <= bindparam("now"))',
+        '_READY = (JobRun.not_before <= bindparam("now"),)',
         ("tests/jobs/test_claim_race.py",),
+    ),
+    Break(
+        "the PostgreSQL round's limit forgets the module's running runs",
+        PIPELINE,
+        '    " WHERE k.nth <= %(per_module)s - coalesce(r.n, 0)"',
+        '    " WHERE k.nth <= %(per_module)s"',
+        ("tests/jobs/test_round_claim.py::test_the_limit_counts_the_running_runs_of_every_runner",),
     ),
     Break(
         "RunStore.claim takes a run that is not queued",
