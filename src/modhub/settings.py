@@ -9,7 +9,6 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 from modhub.errors import ConfigurationError
 
@@ -154,6 +153,8 @@ class Settings(BaseSettings):
         SQLite gives its `-wal` and `-shm` files the mode of the database file, so the
         database is created 0600 before SQLite first opens it.
         """
+        from sqlalchemy.engine import make_url  # here: the CLI reads settings without SQLAlchemy
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         name = make_url(self.db_url).database if self.embedded else None

@@ -111,3 +111,17 @@ def test_the_probe_sees_the_servers_imports(tmp_path: Path) -> None:
     modules = imported(tmp_path, "--import-only", imports="import modhub.services")
 
     assert {"fastapi", "sqlalchemy", "modhub.services"} <= set(heavy(modules))
+
+
+@pytest.mark.parametrize("example", ["hello", "vmware-vcenter-ts"])
+def test_validate_checks_a_folder_without_the_server(tmp_path: Path, example: str) -> None:
+    # A TypeScript folder's handlers are checked with esbuild (lifecycle.typescript): that
+    # much of the lifecycle, and not its service, the database or the settings' SQLAlchemy.
+    folder = Path(__file__).parents[2] / "examples" / "modules" / example
+    modules = imported(tmp_path, "validate", str(folder))
+
+    assert "modhub.manifest" in modules
+    server = [m for m in heavy(modules) if not m.startswith(("modhub.lifecycle", "modhub.sandbox"))]
+    assert server == []
+    assert "modhub.lifecycle.service" not in modules
+    assert "modhub.sandbox.pool" not in modules

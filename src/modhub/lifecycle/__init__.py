@@ -1,7 +1,30 @@
-"""The lifecycle: bundles, per-module environments, install, upgrade, remove, recovery."""
+"""The lifecycle: bundles, per-module environments, install, upgrade, remove, recovery.
 
-from modhub.lifecycle.operations import Operations, OperationView
-from modhub.lifecycle.recovery import recover
-from modhub.lifecycle.service import Lifecycle
+Its names are imported on first use (PEP 562), so `modhub validate` can use
+`lifecycle.typescript` without the services, SQLAlchemy and the database models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modhub.lifecycle.operations import Operations, OperationView
+    from modhub.lifecycle.recovery import recover
+    from modhub.lifecycle.service import Lifecycle
 
 __all__ = ["Lifecycle", "OperationView", "Operations", "recover"]
+_HOMES = {
+    "Lifecycle": "modhub.lifecycle.service",
+    "OperationView": "modhub.lifecycle.operations",
+    "Operations": "modhub.lifecycle.operations",
+    "recover": "modhub.lifecycle.recovery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'modhub.lifecycle' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

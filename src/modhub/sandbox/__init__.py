@@ -1,6 +1,29 @@
-"""Module workers: separate processes that run module code under limits."""
+"""Module workers: separate processes that run module code under limits.
 
-from modhub.sandbox.launch import ModuleRuntime, isolation
-from modhub.sandbox.pool import PoolLimits, WorkerPool
+Its names are imported on first use (PEP 562): `sandbox.launch` alone (what `modhub
+validate` needs to run esbuild) does not bring the worker pool and its metrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modhub.sandbox.launch import ModuleRuntime, isolation
+    from modhub.sandbox.pool import PoolLimits, WorkerPool
 
 __all__ = ["ModuleRuntime", "PoolLimits", "WorkerPool", "isolation"]
+_HOMES = {
+    "ModuleRuntime": "modhub.sandbox.launch",
+    "isolation": "modhub.sandbox.launch",
+    "PoolLimits": "modhub.sandbox.pool",
+    "WorkerPool": "modhub.sandbox.pool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'modhub.sandbox' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
