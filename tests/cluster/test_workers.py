@@ -1,9 +1,10 @@
 """`modhub serve --workers 2`: two server processes on one port and one data dir, each a
 node of the cluster, on SQLite (one file, WAL and busy_timeout) and on PostgreSQL.
 
-Requests spread over both processes; a registry change made through one is served by the
-other; a cron job's minute fires once, not once per process (two minutes on the processes'
-shared test clock, `modhub/cluster/clock.py`, passed in seconds).
+Requests spread over both processes, a burst of connections too; a registry change made
+through one is served by the other; a cron job's minute fires once, not once per process
+(two minutes on the processes' shared test clock, `modhub/cluster/clock.py`, passed in
+seconds).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,18 @@ def test_two_workers_are_two_nodes_of_one_cluster(
     )
     assert login.status_code == 200, login.text
     auth = bearer(login.json()["accessToken"])
+
+    # Twenty connections opened at once spread over both processes (each accepts on a
+    # socket of its own: on one shared socket, the first awake took a whole burst).
+    barrier = threading.Barrier(20)
+
+    def burst(_: int) -> int:
+        with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
+            barrier.wait(60)
+            return whose(client)
+
+    with ThreadPoolExecutor(20) as pool:
+        assert len(set(pool.map(burst, range(20)))) == WORKERS, server.output()
 
     # Both processes are nodes: the node list shows two up, and fresh connections reach both.
     clients: dict[int, httpx.Client] = {}

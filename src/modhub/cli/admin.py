@@ -143,12 +143,14 @@ def serve(
 
 
 def serve_workers(settings: Settings, workers: int) -> None:
-    """Run `workers` uvicorn processes on one socket, each building its own services from
-    the environment (the command line's settings passed down through it)."""
+    """Run `workers` uvicorn processes on one port, each on a socket of its own
+    (api/supervisor.py), each building its own services from the environment (the command
+    line's settings passed down through it)."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     from modhub.api.protocol import server_options
+    from modhub.api.supervisor import Spread, listening_sockets
     from modhub.metrics import listener as metrics_listener
     from modhub.telemetry import logs
 
@@ -160,7 +162,7 @@ def serve_workers(settings: Settings, workers: int) -> None:
         MODHUB_PORT=str(settings.port),
         MODHUB_PREFETCH="true" if settings.prefetch else "false",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         "modhub.api.app:create_app",
         factory=True,
         workers=workers,
@@ -176,6 +178,15 @@ def serve_workers(settings: Settings, workers: int) -> None:
         access_log=False,
         **server_options("httptools"),
     )
+    # Each process on a socket of its own (SO_REUSEPORT): the kernel spreads connections.
+    sockets = listening_sockets(settings.host, settings.port, workers, config.backlog)
+    try:
+        Spread(config, sockets).run()
+    except KeyboardInterrupt:  # as uvicorn.run: the supervisor's own signal handling ends it
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def install_examples(services: Services, folder: Path) -> None:
