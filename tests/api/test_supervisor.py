@@ -4,6 +4,7 @@ real processes: tests/cluster/test_workers.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import weakref
 from collections.abc import Iterator
@@ -44,6 +45,30 @@ def test_the_sockets_listen_on_one_port_each_accepting_connections(
     finally:
         for client in clients:
             client.close()
+
+
+def test_connections_accepted_on_them_get_tcp_nodelay(sockets: list[socket.socket]) -> None:
+    """asyncio turns Nagle off for a TCP connection whose socket says IPPROTO_TCP: with
+    Nagle on, an answer written in two parts waited 40 ms for the client's delayed ACK."""
+    port = sockets[0].getsockname()[1]
+
+    async def main() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        servers = [await asyncio.start_server(connected, sock=sock) for sock in sockets]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(accepted, 30)
+        finally:
+            writer.close()
+            for server in servers:
+                server.close()
+
+    assert asyncio.run(main()) == 1
 
 
 class Stand:
