@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.encoders import jsonable_encoder
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from modhub.db import Database
 from modhub.keys import SecretBox
@@ -68,6 +69,26 @@ def test_answers_are_cached_until_a_change(registry: Registry) -> None:
     registry.set_status("dns", Status.ENABLED, actor=ACTOR)
     assert registry.cached(registry.list_key(None, None, 50, 0)) is None
     assert listed(registry, "dns")["status"] == "ENABLED"
+
+
+def test_a_lists_total_is_counted_once_per_filter_until_a_change(registry: Registry) -> None:
+    counted: list[str] = []
+
+    def spy(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "count(" in statement and "max(" not in statement:  # not the fingerprint's
+            counted.append(statement)
+
+    event.listen(registry.db.engine, "before_cursor_execute", spy)
+    try:
+        assert [page(registry, limit=1, offset=n)["total"] for n in (0, 1)] == [2, 2]
+        assert page(registry, limit=1, status=Status.ENABLED)["total"] == 0
+        assert len(counted) == 2  # one per filter: the second page's total was kept
+        registry.set_status("dns", Status.ENABLED, actor=ACTOR)
+        assert page(registry, limit=1, offset=1)["total"] == 2
+        assert page(registry, limit=1, status=Status.ENABLED)["total"] == 1
+        assert len(counted) == 4  # counted again after the change
+    finally:
+        event.remove(registry.db.engine, "before_cursor_execute", spy)
 
 
 def test_every_kind_of_change_is_served_at_once_here(

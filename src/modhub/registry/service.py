@@ -116,8 +116,17 @@ class Registry:
             "limit": limit,
             "offset": offset,
         }
+        # The total is the same for every page of a filter: counted once per registry state
+        # (a cache miss of one page then reads only that page).
+        total_key = ("list-total", status, q)
+        known = self.reads.get(total_key)
+        generation = self.reads.generation  # before the read: see ReadCache.put
         with self.db.query() as connection:
-            total = connection.scalar(count, params) or 0
+            if known is None:
+                total = connection.scalar(count, params) or 0
+                self.reads.put(total_key, (str(total).encode(),), generation)
+            else:
+                total = int(known[0])
             rows = connection.execute(page, params)
             keys = list(rows.keys())
             items = [dict(zip(keys, row, strict=True)) for row in rows]
