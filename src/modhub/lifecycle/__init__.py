@@ -6,8 +6,9 @@ Its names are imported on first use (PEP 562), so `modhub validate` can use
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modhub.lazy import exports
 
 if TYPE_CHECKING:
     from modhub.lifecycle.operations import Operations, OperationView
@@ -22,9 +23,4 @@ _HOMES = {
     "recover": "modhub.lifecycle.recovery",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'modhub.lifecycle' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = exports(__name__, _HOMES)

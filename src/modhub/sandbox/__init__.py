@@ -6,8 +6,9 @@ validate` needs to run esbuild) does not bring the worker pool and its metrics.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modhub.lazy import exports
 
 if TYPE_CHECKING:
     from modhub.sandbox.launch import ModuleRuntime, isolation
@@ -21,9 +22,4 @@ _HOMES = {
     "WorkerPool": "modhub.sandbox.pool",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'modhub.sandbox' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = exports(__name__, _HOMES)
