@@ -128,7 +128,7 @@ def serve(
         return
     metrics_listener.listen(settings, services.db)  # MODHUB_METRICS_ADDRESS, when set
     uvicorn.run(
-        create_app(services=services),
+        create_app(services=services, freeze_startup=True),
         host=settings.host,
         port=settings.port,
         log_level="info",
@@ -163,7 +163,7 @@ def serve_workers(settings: Settings, workers: int) -> None:
         MODHUB_PREFETCH="true" if settings.prefetch else "false",
     )
     config = uvicorn.Config(
-        "modhub.api.app:create_app",
+        "modhub.api.app:served_app",
         factory=True,
         workers=workers,
         host=settings.host,
