@@ -4,10 +4,8 @@ events, and emits that number on from there."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
@@ -16,14 +14,6 @@ from modhub.db.migrate import alembic_config
 from modhub.events.store import EventStore
 
 NOW = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    """Yield a database on an empty (never migrated) SQLite or PostgreSQL database."""
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def insert_event(db: Database, source: str, seq: int) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
@@ -14,14 +12,6 @@ from modhub.db.migrate import alembic_config
 from modhub.jobs.store import RunStore
 
 NOW = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    """Yield a database on an empty (never migrated) SQLite or PostgreSQL database."""
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def insert_run(db: Database, job: str, status: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ TABLES = {
     "login_throttle",
     "audit_log",
 }
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    """Yield a database on an empty (never migrated) SQLite or PostgreSQL database."""
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def test_empty_database_has_no_tables(db: Database) -> None:
