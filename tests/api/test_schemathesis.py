@@ -21,6 +21,12 @@ from typing import Any
 
 import pytest
 import schemathesis
+
+# `from_asgi` imports this on first use. Imported here, at collection, pytest's assertion
+# rewriting parses it before any server thread runs: CPython 3.11's ast.parse is not
+# reentrant (gh-106905), and a traceback formatted in a garbage collection during that parse
+# raised "AST constructor recursion depth mismatch" once on CI.
+import schemathesis.specs.openapi.schemas
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings

@@ -11,13 +11,16 @@ from pathlib import Path
 
 from modhub.jobs.claim import claim_ready
 from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
+from modhub.sandbox import PoolLimits, WorkerPool
 from modhub.services import Services
 from tests.jobs.conftest import (
     ACTOR,
     T0,
+    FakeClock,
     Rig,
     install,
     job,
+    make_runner,
     rows,
     unique,
     until,
@@ -170,3 +173,35 @@ def test_run_now_starts_at_once_in_a_runner_that_ticks_once_an_hour(
                 await loop
 
     with_rig(services, body)
+
+
+def test_a_runner_whose_loop_stopped_mid_round_runs_rounds_on_the_next_loop(
+    services: Services, sources: Path
+) -> None:
+    """A test's server thread stops its loop while a round is under way and another waits
+    for it: the runner's next loop must still run rounds (it used to log "bound to a
+    different event loop" on every tick)."""
+    name = install(services, sources, unique(), [job("ok")])
+    pool = WorkerPool(services.settings.data_dir, PoolLimits(backoff_base=0.05))
+    runner = make_runner(services, pool, FakeClock(T0))
+    first = asyncio.new_event_loop()
+    first.run_until_complete(runner.tick(T0))  # holds the lease: its rounds claim
+    # One task holds the round, the other waits for it; the loop stops under them.
+    stranded = [first.create_task(runner.execute_ready(T0)) for _ in range(2)]
+    first.run_until_complete(asyncio.sleep(0))
+    assert not any(task.done() for task in stranded)
+
+    async def next_loop() -> str | None:
+        try:
+            run = runner.run_now(name, "ok")
+            await runner.tick(T0)  # takes the lease, then runs a round
+            await runner.drain()
+            return runner.store.status_of(run.id)
+        finally:
+            await pool.close()
+
+    try:
+        assert asyncio.run(next_loop()) == "succeeded"
+    finally:  # end the stranded rounds here, not in a garbage collection at a random time
+        first.run_until_complete(asyncio.gather(*stranded, return_exceptions=True))
+        first.close()

@@ -91,7 +91,9 @@ class JobRunner:
         self.tasks: dict[int, asyncio.Task[Outcome]] = {}
         self._run_modules: dict[int, str] = {}
         self._next_at: dict[tuple[str, str], tuple[datetime, object, datetime]] = {}
-        self._starting: asyncio.Lock | None = None
+        # One round at a time, per event loop: a loop that stopped mid-round (a test's
+        # server thread) must not leave the next loop a lock it can never take.
+        self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._module_load: dict[str, int] = defaultdict(int)  # this runner's runs in flight
         self._fingerprint: object = None
         self._pruned_at: datetime | None = None
@@ -250,9 +252,10 @@ class JobRunner:
     async def execute_ready(self, now: datetime) -> None:
         """Record the outcomes of finished runs, then start queued runs while there is
         room, platform-wide and per module."""
-        if self._starting is None:
-            self._starting = asyncio.Lock()
-        async with self._starting:  # one round at a time, so the bounds hold
+        loop = asyncio.get_running_loop()
+        if self._starting is None or self._starting[0] is not loop:
+            self._starting = (loop, asyncio.Lock())
+        async with self._starting[1]:  # one round at a time, so the bounds hold
             await self._round(now)
 
     async def _round(self, now: datetime) -> None:
