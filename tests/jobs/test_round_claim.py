@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from typing import Any
 
-from modhub.jobs.claim import claim_ready
+import pytest
+from sqlalchemy import text
+
+from modhub.jobs.claim import CANDIDATES, claim_ready
 from modhub.jobs.dispatch import ConfigReader, Outcome, Round, run_round
+from modhub.jobs.pipeline import PLANS, claim_statements
 from modhub.jobs.store import RunStore
 from modhub.services import Services
 from tests.jobs.conftest import T0, rows
@@ -113,3 +118,42 @@ def test_a_round_claims_at_most_its_room_oldest_first(services: Services) -> Non
         ("m2", 1, True),
         ("m0", 1, True),
     ]
+
+
+def _rows_read(plan: dict[str, Any], table: str) -> int:
+    """Return the rows the scans of `table` in an EXPLAIN ANALYZE plan returned, all loops."""
+    own = 0
+    if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
+        own = plan["Actual Rows"] * plan["Actual Loops"]
+    return own + sum(_rows_read(child, table) for child in plan.get("Plans", []))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: dispatch.py
+def test_the_claim_reads_its_candidates_not_the_queue_whatever_the_stats_say(
+    services: Services,
+) -> None:
+    """The planner's stats of a burst say one queued run (they were taken before it): the
+    claim must still find the runs it marks by id, not walk every queued run for each."""
+    store = RunStore(services.db)
+    runnable = {(f"m{i}", "j"): "1.0.0" for i in range(4)}
+    queue(store, "m0")
+    with services.db.engine.connect() as connection:
+        connection.execute(text("ANALYZE job_runs"))  # the stats: one queued run
+        connection.commit()
+    for i in range(400):
+        queue(store, f"m{i % 4}")
+    statements = claim_statements(
+        now=NOW, owner="runner-a", room=4, per_module=2, runnable=runnable
+    )
+    with services.db.engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        raw.execute(PLANS)
+        for statement, params in statements[:-1]:
+            raw.execute(statement, params)
+        statement, params = statements[-1]
+        ((plan,),) = raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
+        connection.rollback()
+    claimed = plan[0]["Plan"]["Actual Rows"]
+    assert claimed == 4
+    # The candidates (4 a slot), the running runs counted, the 4 runs marked: not 400+.
+    assert _rows_read(plan[0]["Plan"], "job_runs") <= 4 * CANDIDATES + 4 + 4
