@@ -71,22 +71,27 @@ def test_answers_are_cached_until_a_change(registry: Registry) -> None:
     assert listed(registry, "dns")["status"] == "ENABLED"
 
 
-def test_a_lists_total_is_counted_once_per_filter_until_a_change(registry: Registry) -> None:
-    counted: list[str] = []
+def test_a_lists_order_is_read_once_per_filter_until_a_change(registry: Registry) -> None:
+    """A list's matching ids, by name, are read once per filter; each page then reads only
+    its own rows, and the total is their number."""
+    orders: list[str] = []
 
     def spy(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "count(" in statement and "max(" not in statement:  # not the fingerprint's
-            counted.append(statement)
+        if statement.startswith("SELECT modules.id") and "ORDER BY modules.name" in statement:
+            orders.append(statement)
 
     event.listen(registry.db.engine, "before_cursor_execute", spy)
     try:
-        assert [page(registry, limit=1, offset=n)["total"] for n in (0, 1)] == [2, 2]
+        pages = [page(registry, limit=1, offset=n) for n in (0, 1, 2)]
+        assert [[i["name"] for i in p["items"]] for p in pages] == [["dns"], ["web"], []]
+        assert [p["total"] for p in pages] == [2, 2, 2]
         assert page(registry, limit=1, status=Status.ENABLED)["total"] == 0
-        assert len(counted) == 2  # one per filter: the second page's total was kept
+        assert len(orders) == 2  # one per filter: the later pages sliced the first's
         registry.set_status("dns", Status.ENABLED, actor=ACTOR)
         assert page(registry, limit=1, offset=1)["total"] == 2
-        assert page(registry, limit=1, status=Status.ENABLED)["total"] == 1
-        assert len(counted) == 4  # counted again after the change
+        enabled = page(registry, limit=1, status=Status.ENABLED)
+        assert (enabled["total"], enabled["items"][0]["name"]) == (1, "dns")
+        assert len(orders) == 4  # read again after the change
     finally:
         event.remove(registry.db.engine, "before_cursor_execute", spy)
 

@@ -287,9 +287,14 @@ _VERSIONS = select(ModuleVersion.version, ModuleVersion.created_at).where(
 
 @cache
 def page_queries(by_status: bool, by_text: bool) -> tuple[Executable, Executable]:
-    """Return the count and the page statements of a module list with these filters.
+    """Return the order and the page statements of a module list with these filters.
 
-    Parameters: `status`, `needle` (lowercase, LIKE-escaped with `/`), `limit`, `offset`.
+    The order statement takes `status` and `needle` (lowercase, LIKE-escaped with `/`) and
+    returns the ids of the modules that match, by name: the registry keeps it per filter
+    until a change, so a page is a slice of it (its length is the total) and the page
+    statement reads only that slice's rows, by id (`ids`). Neither statement depends on
+    the planner's guess of how far an OFFSET reaches: a page costs the same at 9,950 as
+    at 0.
     """
     where = []
     if by_status:
@@ -304,18 +309,13 @@ def page_queries(by_status: bool, by_text: bool) -> tuple[Executable, Executable
                 )
             )
         )
-    count = select(func.count()).select_from(Module).where(*where)  # count(*): SQLite's fast path
-    # The offset is skipped in the name index alone, and only the page's rows are read
-    # (a "late row lookup"): at offset 5,000 of 10,000 that is 3x faster on SQLite.
-    ids = (
-        select(Module.id)
-        .where(*where)
+    order = select(Module.id).where(*where).order_by(Module.name)
+    page = (
+        select(*SUMMARY_COLUMNS)
+        .where(Module.id.in_(bindparam("ids", expanding=True)))
         .order_by(Module.name)
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
     )
-    page = select(*SUMMARY_COLUMNS).where(Module.id.in_(ids)).order_by(Module.name)
-    return count, page
+    return order, page
 
 
 def like_escaped(text: str) -> str:

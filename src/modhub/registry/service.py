@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,28 +109,28 @@ class Registry:
         offset: int = 0,
     ) -> ModulePage:
         """Return one page of modules, ordered by name, with the total that match."""
-        limit = max(1, min(limit, MAX_PAGE))
-        count, page = page_queries(status is not None, bool(q))
-        params = {
-            "status": status,
-            "needle": like_escaped(q.lower()) if q else None,
-            "limit": limit,
-            "offset": offset,
-        }
-        # The total is the same for every page of a filter: counted once per registry state
-        # (a cache miss of one page then reads only that page).
-        total_key = ("list-total", status, q)
-        known = self.reads.get(total_key)
+        limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
+        order, page = page_queries(status is not None, bool(q))
+        params = {"status": status, "needle": like_escaped(q.lower()) if q else None}
+        # The ids that match, by name, are read once per filter and registry state: a
+        # page is a slice of them (a cache miss of one page reads only its rows).
+        order_key = ("list-order", status, q)
+        known = self.reads.get(order_key)
         generation = self.reads.generation  # before the read: see ReadCache.put
+        ids = array("q")
         with self.db.query() as connection:
             if known is None:
-                total = connection.scalar(count, params) or 0
-                self.reads.put(total_key, (str(total).encode(),), generation)
+                ids.extend(connection.scalars(order, params))
+                self.reads.put(order_key, (ids.tobytes(),), generation)
             else:
-                total = int(known[0])
-            rows = connection.execute(page, params)
-            keys = list(rows.keys())
-            items = [dict(zip(keys, row, strict=True)) for row in rows]
+                ids.frombytes(known[0])
+            chosen = ids[offset : offset + limit].tolist()
+            items = []
+            if chosen:
+                rows = connection.execute(page, {"ids": chosen})
+                keys = list(rows.keys())
+                items = [dict(zip(keys, row, strict=True)) for row in rows]
+        total = len(ids)
         # One validation of the whole page: a third cheaper than a model per row.
         return ModulePage.model_validate(
             {"items": items, "total": total, "limit": limit, "offset": offset}
