@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from modhub.jobs.claim import claim_ready
-from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
+from modhub.jobs.dispatch import ConfigReader, Outcome, Round, run_round
 from modhub.sandbox import PoolLimits, WorkerPool
 from modhub.services import Services
 from tests.jobs.conftest import (
@@ -176,7 +181,7 @@ def test_run_now_starts_at_once_in_a_runner_that_ticks_once_an_hour(
 
 
 def test_a_runner_whose_loop_stopped_mid_round_runs_rounds_on_the_next_loop(
-    services: Services, sources: Path
+    services: Services, sources: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A test's server thread stops its loop while a round is under way and another waits
     for it: the runner's next loop must still run rounds (it used to log "bound to a
@@ -184,9 +189,18 @@ def test_a_runner_whose_loop_stopped_mid_round_runs_rounds_on_the_next_loop(
     name = install(services, sources, unique(), [job("ok")])
     pool = WorkerPool(services.settings.data_dir, PoolLimits(backoff_base=0.05))
     runner = make_runner(services, pool, FakeClock(T0))
+    # The first round's database work waits until the end; every later round's goes on.
+    gate, calls = threading.Event(), itertools.count()
+
+    def first_waits(*args: Any, **kwargs: Any) -> Round:
+        if next(calls) == 0:
+            gate.wait(30)
+        return run_round(*args, **kwargs)
+
+    monkeypatch.setattr("modhub.jobs.runner.run_round", first_waits)
     first = asyncio.new_event_loop()
-    first.run_until_complete(runner.tick(T0))  # holds the lease: its rounds claim
-    # One task holds the round, the other waits for it; the loop stops under them.
+    # One task holds the round (its lease not taken: it claims nothing when let go), the
+    # other waits for it; the loop stops under them.
     stranded = [first.create_task(runner.execute_ready(T0)) for _ in range(2)]
     first.run_until_complete(asyncio.sleep(0))
     assert not any(task.done() for task in stranded)
@@ -203,5 +217,6 @@ def test_a_runner_whose_loop_stopped_mid_round_runs_rounds_on_the_next_loop(
     try:
         assert asyncio.run(next_loop()) == "succeeded"
     finally:  # end the stranded rounds here, not in a garbage collection at a random time
+        gate.set()
         first.run_until_complete(asyncio.gather(*stranded, return_exceptions=True))
         first.close()
