@@ -25,7 +25,7 @@ from modhub.events import Dispatcher, DispatchLimits, EventService, EventStore
 from modhub.events.platform import PlatformEvents
 from modhub.events.publish import CHANNEL as EVENTS_CHANNEL
 from modhub.jobs import JobLimits, JobRunner
-from modhub.jobs.runner import utc_now
+from modhub.jobs.execution import utc_now
 from modhub.keys import SecretBox
 from modhub.lifecycle import Lifecycle, Operations, recover
 from modhub.lifecycle.operations import OWNER

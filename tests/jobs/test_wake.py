@@ -19,7 +19,7 @@ import pytest
 from modhub.cluster.notify import JOBS_CHANNEL, ChangeListener, libpq_url
 from modhub.jobs import JobRunner
 from modhub.jobs.dispatch import Outcome, record
-from modhub.jobs.runner import utc_now
+from modhub.jobs.execution import utc_now
 from modhub.jobs.store import RunStore
 from modhub.services import Services
 from tests.jobs.conftest import install, job, make_runner, make_settings, rows, unique, until

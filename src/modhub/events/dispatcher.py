@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -28,6 +27,7 @@ from modhub import metrics
 from modhub.errors import HandlerTimeout, ModhubError, NotFound
 from modhub.events.catalog import Catalog, Catalogs
 from modhub.events.store import Claimed, EventStore
+from modhub.jobs.execution import backoff
 from modhub.manifest import Manifest
 from modhub.registry import Registry, Status
 from modhub.routes.dispatch import ModuleConfigs
@@ -349,9 +349,7 @@ class Dispatcher:
 
     def _backoff(self, attempt: int) -> timedelta:
         """Return how long a failed attempt waits for the next one (with jitter)."""
-        delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
-        delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
-        return timedelta(seconds=delay)
+        return backoff(attempt, self.limits.backoff_base, self.limits.backoff_max)
 
 
 def _runnable(catalog: Catalog) -> set[str]:

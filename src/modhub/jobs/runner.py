@@ -1,4 +1,5 @@
-"""The scheduler and the executor: jobs fire on their cron schedule and run in workers.
+"""The scheduler and the executor: jobs fire on their cron schedule and run in workers
+(one run's execution: `execution.py`).
 
 Both are driven by `tick(now)`, so tests move a fake clock instead of sleeping; `run()`
 calls it every `interval` seconds with the real clock.
@@ -9,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modhub import metrics
-from modhub.errors import Conflict, HandlerMissing, HandlerTimeout, ModhubError, NotFound
+from modhub.errors import Conflict, HandlerMissing, ModhubError, NotFound
 from modhub.jobs.claim import Claim
 from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
+from modhub.jobs.execution import FailedListener, RunExecutor, utc_now
 from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import Interrupted, RunStore, RunView
@@ -32,27 +32,6 @@ from modhub.sandbox import ModuleRuntime, WorkerPool
 log = logging.getLogger("modhub.jobs")
 RuntimeFor = Callable[[Manifest, Path | None], ModuleRuntime | None]
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """Return the current time in UTC."""
-    return datetime.now(UTC)
-
-
-def _after(lines: Sequence[str], mark: str | None) -> list[str]:
-    """Return the lines appended after `mark`, found by identity: the pool keeps a module's
-    last lines only, so once it holds that many its length no longer counts new ones."""
-    kept = list(lines)
-    for i in range(len(kept) - 1, -1, -1):
-        if kept[i] is mark:
-            return kept[i + 1 :]
-    return kept  # no mark, or it fell out: every line kept is new
-
-
-def _consume(call: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
-    if not call.cancelled():
-        call.exception()
 
 
 @dataclass(frozen=True)
@@ -101,12 +80,15 @@ class JobRunner:
         self._woken: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._outcomes: list[Outcome] = []  # finished runs waiting for a round to record
         # Told of each run that failed its last attempt (the platform's modhub/job.failed).
-        self.failed: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+        self.failed: list[FailedListener] = []
         self._settler: asyncio.Task[None] | None = None
         self._full = False  # the last round claimed all the room it had: more may be ready
         self._claimer: asyncio.Task[None] | None = None  # a round asked for by `claim_soon`
         self._claim_again = False  # asked again while that round was under way
         self._configs = ConfigReader(registry.box)
+        self.executor = RunExecutor(
+            pool, clock, self.limits.backoff_base, self.limits.backoff_max, self.failed
+        )
         self._runnable: tuple[object, dict[tuple[str, str], str]] = (None, {})
 
     # -- what is scheduled -----------------------------------------------------------------
@@ -295,7 +277,8 @@ class JobRunner:
             spec = specs[(run.module, run.job)]
             self._module_load[run.module] += 1
             self._run_modules[run.id] = run.module
-            task = asyncio.create_task(self._execute(run, spec, done.configs.get(run.module)))
+            config = done.configs.get(run.module)
+            task = asyncio.create_task(self.executor.execute(run, spec, config))
             task.add_done_callback(functools.partial(self._report, run, spec))
             self.tasks[run.id] = task
 
@@ -335,111 +318,13 @@ class JobRunner:
         self._outcomes.append(outcome)
         self._settle()
 
-    async def _execute(self, run: Claim, spec: JobSpec, config: dict[str, Any] | None) -> Outcome:
-        result: Any = None
-        error: str | None = "cancelled"
-        status = "cancelled"
-        logs = self.pool.logs[spec.module]
-        mark = logs[-1] if logs else None  # the module's last log line before this run
-        timer = metrics.job_started(
-            spec.module, spec.job.name, run.scheduled_at, self.clock(), run.attempt
-        )
-        try:
-            status, result, error = await self._call(run, spec, config)
-            # The worker writes its log (stderr) before its answer (stdout), but the two
-            # pipes are read by different tasks: give the log reader a moment to catch up.
-            for _ in range(3):  # the lines are in its pipe already: a few loop turns do
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            status, result, error = "cancelled", None, "cancelled"
-        now = self.clock()
-        timer.done(status)
-        retry = None
-        if status in ("failed", "timed_out") and run.attempt <= spec.job.retries:
-            retry = {
-                "module": spec.module,
-                "job": spec.job.name,
-                "version": spec.version,
-                "trigger": "retry",
-                "scheduled_at": run.scheduled_at,
-                "not_before": now + self._backoff(run.attempt),
-                "attempt": run.attempt + 1,
-                "status": "queued",
-                "log": "",
-                "created_at": utc_now(),
-            }
-        lines = "\n".join(_after(logs, mark))
-        if retry is None and status in ("failed", "timed_out"):
-            await self._tell_failed(run, spec, status, error)
-        return Outcome(run.id, status, now, result, error, lines, retry)
-
-    async def _tell_failed(self, run: Claim, spec: JobSpec, status: str, error: str | None) -> None:
-        failure = {
-            "module": spec.module,
-            "job": spec.job.name,
-            "runId": run.id,
-            "attempt": run.attempt,
-            "status": status,
-            "error": error,
-        }
-        for listener in self.failed:
-            try:
-                await listener(failure)
-            except Exception:  # a listener's failure must not lose the run's outcome
-                log.exception("telling of the failed run %s failed", run.id)
-
-    async def _call(
-        self, run: Claim, spec: JobSpec, config: dict[str, Any] | None
-    ) -> tuple[str, Any, str | None]:
-        """Run the handler in the module's worker; return (status, result, error)."""
-        assert spec.runtime is not None
-        try:
-            if config is None:
-                raise NotFound(f"no module named '{spec.module}'", module=spec.module)
-            call = asyncio.ensure_future(
-                self.pool.call(
-                    spec.runtime,
-                    "job",
-                    spec.job.handler,
-                    {
-                        "job": spec.job.name,
-                        "scheduledTime": run.scheduled_at.isoformat(),
-                        "attempt": run.attempt,
-                        "runId": str(run.id),
-                    },
-                    config,
-                    timeout_ms=spec.timeout_ms,
-                )
-            )
-            call.add_done_callback(_consume)
-            # Cancelling abandons the call, it does not cancel it: cancelled while the pool
-            # starts the worker, the start never ends (the half-started sandbox keeps the
-            # pipes open) and holds the module's start lock for good.
-            answer = await asyncio.shield(call)
-            return "succeeded", answer.get("result"), None
-        except HandlerTimeout:
-            return "timed_out", None, f"the run took longer than {spec.timeout_ms} ms"
-        except ModhubError as exc:
-            return "failed", None, exc.detail
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug of ours must not kill the runner
-            log.exception("job run %s failed unexpectedly", run.id)
-            return "failed", None, f"internal error: {exc}"
-
-    def _backoff(self, attempt: int) -> timedelta:
-        """Return how long a failed attempt waits for the next one."""
-        delay = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (attempt - 1))
-        delay *= 1 + random.random() * 0.5  # jitter, so retries do not stampede
-        return timedelta(seconds=delay)
-
     def _retry_at(self, run: Interrupted, now: datetime) -> datetime | None:
         """Return when an interrupted attempt is tried again, as a failed one is; None when
         its retries are spent or its job is not enabled here at its version."""
         spec = self.specs.get((run.module, run.job))
         if spec is None or spec.version != run.version or run.attempt > spec.job.retries:
             return None
-        return now + self._backoff(run.attempt)
+        return now + self.executor.backoff(run.attempt)
 
     async def cancel(self, run_id: int) -> RunView:
         """Cancel a run: a queued one never starts, a running one is abandoned."""
