@@ -21,7 +21,7 @@ from typing import Any
 from modhub.errors import Conflict, HandlerMissing, ModhubError, NotFound
 from modhub.jobs.claim import Claim
 from modhub.jobs.dispatch import ConfigReader, Outcome, run_round
-from modhub.jobs.execution import FailedListener, RunExecutor, utc_now
+from modhub.jobs.execution import Clock, FailedListener, RunExecutor, utc_now
 from modhub.jobs.lease import Lease
 from modhub.jobs.schedule import SKIP_GRACE, JobSpec, next_fire, next_fires
 from modhub.jobs.store import Interrupted, RunStore, RunView
@@ -31,7 +31,6 @@ from modhub.sandbox import ModuleRuntime, WorkerPool
 
 log = logging.getLogger("modhub.jobs")
 RuntimeFor = Callable[[Manifest, Path | None], ModuleRuntime | None]
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
