@@ -197,7 +197,7 @@ def test_another_nodes_change_is_served_once_the_poll_sees_it(
 
 
 def test_cache_keeps_at_most_its_size() -> None:
-    cache = ReadCache(max_bytes=10)
+    cache = ReadCache(max_bytes=10, entry_overhead=0)
     cache.put("a", (b"12345",), 0)
     cache.put("b", (b"123", b"45"), 0)
     assert cache.get("a") is not None  # now the most recently used
@@ -206,6 +206,16 @@ def test_cache_keeps_at_most_its_size() -> None:
     cache.put("d", (b"x" * 11,), 0)  # larger than the whole cache: not kept
     assert cache.get("d") is None
     assert len(cache) == 2
+
+
+def test_empty_answers_under_new_keys_do_not_pile_up() -> None:
+    """A reader may send any number of search texts that match nothing: each order is
+    empty, but its entry still counts against the cache's size."""
+    cache = ReadCache(max_bytes=64 * 1024)
+    for n in range(10_000):
+        cache.put(("list-order", None, f"nothing-{n}"), (b"",), 0)
+    assert len(cache) == 64 * 1024 // cache.entry_overhead
+    assert cache.get(("list-order", None, "nothing-9999")) == (b"",)  # the newest kept
 
 
 def test_a_change_through_another_process_is_served(

@@ -19,6 +19,10 @@ from typing import Any
 from pydantic import BaseModel
 
 MAX_BYTES = 32 * 1024 * 1024  # about 10,000 details of a typical manifest
+# What an entry costs beyond its answer's bytes (its key, up to a 200-character search
+# text, and the dict's slot), counted so that answers of a few bytes or none (a list
+# order that matched nothing) cannot pile up without bound: at most 131,072 entries.
+ENTRY_OVERHEAD = 256
 
 
 def to_json(shape: BaseModel) -> bytes:
@@ -40,8 +44,9 @@ class ReadCache:
     """A thread-safe LRU of serialized answers, at most `max_bytes` of them, with a
     generation that moves on every drop."""
 
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, entry_overhead: int = ENTRY_OVERHEAD) -> None:
         self.max_bytes = max_bytes
+        self.entry_overhead = entry_overhead
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, Answer] = OrderedDict()
         self._bytes = 0
@@ -63,7 +68,7 @@ class ReadCache:
     def put(self, key: Hashable, answer: Answer, generation: int) -> None:
         """Keep `answer` under `key` unless the cache was dropped since `generation` (its
         value before the read began): the read may predate a change."""
-        size = _size(answer)
+        size = self._size(answer)
         if size > self.max_bytes:
             return
         with self._lock:
@@ -71,12 +76,12 @@ class ReadCache:
                 return
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= _size(old)
+                self._bytes -= self._size(old)
             self._entries[key] = answer
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
-                self._bytes -= _size(dropped)
+                self._bytes -= self._size(dropped)
 
     def invalidate(self) -> None:
         """Drop every answer: the registry changed (safe from any thread)."""
@@ -88,6 +93,5 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-
-def _size(answer: Answer) -> int:
-    return sum(len(piece) for piece in answer)
+    def _size(self, answer: Answer) -> int:
+        return self.entry_overhead + sum(len(piece) for piece in answer)
