@@ -6,7 +6,9 @@ own and beside nodes from before migration 0010 (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -182,8 +184,8 @@ def test_an_emit_numbers_again_when_an_old_node_took_its_seq(pg_store: EventStor
 
 def _backend(store: EventStore) -> int:
     assert store.emitter is not None
-    assert store.emitter._connection is not None
-    return int(store.emitter._connection.info.backend_pid)
+    assert store.emitter.connection is not None
+    return int(store.emitter.connection.info.backend_pid)
 
 
 def _terminate(store: EventStore, pid: int) -> None:
@@ -248,3 +250,78 @@ def test_the_emitters_connection_is_named_in_pg_stat_activity(pg_store: EventSto
             {"pid": _backend(pg_store)},
         ).scalar_one()
     assert name == f"modhub-emitter-{os.getpid()}"
+
+
+def test_a_connection_the_server_closed_at_rest_is_noticed_and_replaced(
+    pg_store: EventStore,
+) -> None:
+    """The loop watches the emitter's socket: a connection the server closed is known
+    broken before the next emit, which opens another instead of failing (no ping needed)."""
+
+    async def main() -> None:
+        await pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
+        first = _backend(pg_store)
+        _terminate(pg_store, first)
+        assert pg_store.emitter is not None
+        connection = pg_store.emitter.connection
+        assert connection is not None
+        deadline = time.monotonic() + 30
+        while not connection.closed:
+            assert time.monotonic() < deadline, "the emitter never saw its connection close"
+            await asyncio.sleep(0.01)
+        assert (await pg_store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))[1] == 2
+        assert _backend(pg_store) != first
+
+    asyncio.run(main())
+
+
+def test_closing_the_emitter_from_another_thread_while_its_loop_runs(
+    pg_store: EventStore,
+) -> None:
+    async def main() -> None:
+        await pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
+        first = _backend(pg_store)
+        assert pg_store.emitter is not None
+        await asyncio.to_thread(pg_store.emitter.close)
+        assert (await pg_store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))[1] == 2
+        assert _backend(pg_store) != first
+
+    asyncio.run(main())
+    with pg_store.db.query() as connection:
+        names = connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": f"modhub-emitter-{os.getpid()}"},
+        ).scalar_one()
+    assert names <= 1  # the first connection was closed, not left open
+
+
+def test_the_emitters_text_parameters_keep_every_value_as_sent(pg_store: EventStore) -> None:
+    """Subscribers that an array literal would misread, a source with quotes, and a payload
+    larger than the socket's send buffer (sent as the socket takes it) reach the tables
+    exactly."""
+    subscribers = sorted(['a"b', "c\\d", "e,f", "NULL", "{g}", "h i", "ünï"])
+    payload = json.dumps({"text": "x" * 250_000, "quote": "'\"\\"})
+    source = "src'\"\\"
+
+    async def main() -> tuple[int, int]:
+        await pg_store.aemit("other", "tick", "{}", [], NOW)  # the connection opens
+        assert pg_store.emitter is not None
+        assert pg_store.emitter.connection is not None
+        fd = pg_store.emitter.connection.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as same:  # the same socket, by another fd
+            same.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return await pg_store.aemit(source, "tick", payload, subscribers, NOW)
+
+    event_id, seq = asyncio.run(main())
+    assert seq == 1
+    with pg_store.db.read() as session:
+        stored = session.get(Event, event_id)
+        assert stored is not None
+        assert (stored.source, stored.name, stored.emitted_at) == (source, "tick", NOW)
+        assert stored.payload == json.loads(payload)
+        delivered = session.scalars(
+            select(EventDelivery.subscriber)
+            .where(EventDelivery.event_id == event_id)
+            .order_by(EventDelivery.subscriber)
+        ).all()
+    assert list(delivered) == subscribers

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from modhub.events.emitter import Statement
 from modhub.jobs.claim import module_key
 from modhub.store import sqlite
 from modhub.store.writer import LARGEST_INLINE, Offload, on_loop
@@ -69,9 +70,19 @@ SELECT e.id, e.seq FROM e"""
 _PG_NOTIFY_TOO = f" CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS n"
 _PG_PUBLISH = text(_PG_PUBLISH_SQL)
 _PG_PUBLISH_NOTIFY = text(_PG_PUBLISH_SQL + _PG_NOTIFY_TOO)
-# The same for psycopg, sent from the loop (events/emitter.py).
-_PG_EMIT = re.sub(r":(key|source|name|payload|now|subscribers)\b", r"%(\1)s", _PG_PUBLISH_SQL)
-_PG_EMIT_NOTIFY = _PG_EMIT + _PG_NOTIFY_TOO
+# The same for the loop's emitter (events/emitter.py): positional parameters, sent as text
+# in this order (`emitted`).
+_PARAMS = ("key", "source", "name", "payload", "now", "subscribers")
+
+
+def _positional(sql: str) -> bytes:
+    return re.sub(
+        rf":({'|'.join(_PARAMS)})\b", lambda m: f"${_PARAMS.index(m[1]) + 1}", sql
+    ).encode()
+
+
+_PG_EMIT = Statement(b"modhub_emit", _positional(_PG_PUBLISH_SQL))
+_PG_EMIT_NOTIFY = Statement(b"modhub_emit_notify", _positional(_PG_PUBLISH_SQL + _PG_NOTIFY_TOO))
 
 
 def publishing(
@@ -88,11 +99,21 @@ def publishing(
 
 def emitted(
     source: str, name: str, payload: str, subscribers: list[str], now: datetime
-) -> tuple[str, dict[str, Any]]:
-    """Return the PostgreSQL statement (psycopg's placeholders) and its parameters that
+) -> tuple[Statement, list[bytes]]:
+    """Return the PostgreSQL statement and its parameters (PostgreSQL's text forms) that
     publish one event on their own, as one implicit transaction."""
     statement = _PG_EMIT_NOTIFY if subscribers else _PG_EMIT
-    return statement, _params(source, name, payload, subscribers, now)
+    values = _params(source, name, payload, subscribers, now)
+    values["now"] = now.isoformat()
+    values["subscribers"] = text_array(subscribers)
+    return statement, [str(values[key]).encode() for key in _PARAMS]
+
+
+def text_array(items: list[str]) -> str:
+    """Return PostgreSQL's text form of a `text[]`: every element quoted, its backslashes
+    and double quotes escaped (so "NULL", commas and braces stay text)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 def payload_json(payload: Any) -> str:
