@@ -59,7 +59,7 @@ class LoopEmitter:
     def __init__(self, url: str) -> None:
         self.conninfo = libpq_url(url)
         self.ping_idle = PING_IDLE
-        self._link: _Link | None = None
+        self._link: LoopConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False
         self._rested = 0.0
@@ -85,7 +85,7 @@ class LoopEmitter:
                 self._loop = loop
             self._busy = True
         try:
-            link = await self._linked(loop)
+            link = await self._linked()
             try:
                 return await _publish(link, statement, params)
             except BaseException as exc:
@@ -104,7 +104,7 @@ class LoopEmitter:
         if link is not None:
             link.close()
 
-    async def _linked(self, loop: asyncio.AbstractEventLoop) -> _Link:
+    async def _linked(self) -> LoopConnection:
         link = self._link
         if link is not None and not link.idle():
             self.close()  # the server closed it while it rested
@@ -116,19 +116,23 @@ class LoopEmitter:
                 self.close()
                 link = None
         if link is None:
-            connection = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                autocommit=True,
-                client_encoding="utf8",
-                application_name=f"modhub-emitter-{os.getpid()}",
-            )
-            link = self._link = _Link(connection, loop)
+            name = f"modhub-emitter-{os.getpid()}"
+            link = self._link = await LoopConnection.open(self.conninfo, name)
         return link
 
 
-class _Link:
+class LoopConnection:
     """The emitter's connection, driven through libpq from the loop that opened it. The
-    loop watches its socket while it is open: a wait is a future that the reader ends."""
+    loop watches its socket while it is open: a wait is a future that the reader ends.
+    (bench/events.py sends its bare INSERT through one, to compare like with like.)"""
+
+    @classmethod
+    async def open(cls, conninfo: str, application_name: str) -> LoopConnection:
+        """Connect, in autocommit, from the running loop."""
+        connection = await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, client_encoding="utf8", application_name=application_name
+        )
+        return cls(connection, asyncio.get_running_loop())
 
     def __init__(self, connection: psycopg.AsyncConnection[Any], loop: asyncio.AbstractEventLoop):
         self.connection = connection
@@ -243,7 +247,9 @@ def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-async def _publish(link: _Link, statement: Statement, params: list[bytes]) -> tuple[int, int]:
+async def _publish(
+    link: LoopConnection, statement: Statement, params: list[bytes]
+) -> tuple[int, int]:
     """Run the publish statement; number again when its seq was taken meanwhile (an old
     node's emit committed between this statement's snapshot and its lock: migration 0010)."""
     for tries in range(1, SEQ_TRIES + 1):
