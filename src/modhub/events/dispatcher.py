@@ -143,24 +143,33 @@ class Dispatcher:
         return len(runs)
 
     def wake(self) -> None:
-        """Claim now: an event was emitted (safe from any thread)."""
+        """Claim now: an event was emitted (safe from any thread). On the dispatcher's own
+        loop (a worker's emit) the event is set at once: `call_soon_threadsafe` would write
+        to the loop's wake-up pipe and make it read it back, two system calls an emit."""
         woken = self._woken
-        if woken is not None:
-            loop, event = woken
+        if woken is None:
+            return
+        loop, event = woken
+        if _running_loop() is loop:
+            event.set()
+        else:
             loop.call_soon_threadsafe(event.set)
 
     async def run(self) -> None:
         """Tick when woken, or every `poll` seconds, until cancelled."""
         event = asyncio.Event()
         self._woken = (asyncio.get_running_loop(), event)
-        while True:
-            event.clear()
-            try:
-                await self.tick(self.clock())
-            except Exception:
-                log.exception("event dispatch failed")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self.limits.poll)
+        try:
+            while True:
+                event.clear()
+                try:
+                    await self.tick(self.clock())
+                except Exception:
+                    log.exception("event dispatch failed")
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), self.limits.poll)
+        finally:
+            self._woken = None
 
     async def drain(self) -> None:
         """Wait for every started run to finish (tests and shutdown)."""
@@ -364,3 +373,10 @@ def _runnable(catalog: Catalog) -> set[str]:
 
 def _event(delivery: Claimed) -> str:
     return f"{delivery.source}/{delivery.name}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread with no loop: the pooled emit, a registry change
+        return None
