@@ -295,6 +295,30 @@ def test_closing_the_emitter_from_another_thread_while_its_loop_runs(
     assert names <= 1  # the first connection was closed, not left open
 
 
+def test_closing_the_emitter_under_an_emit_in_flight_fails_that_emit(
+    pg_store: EventStore,
+) -> None:
+    """The emit waits for its source's lock when the emitter is closed from another thread:
+    it raises at once instead of waiting for an answer that cannot come."""
+
+    async def main(connection: Connection) -> None:
+        await pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, {module_key('src')})"))
+        waiting = asyncio.create_task(pg_store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))
+        while not await asyncio.to_thread(_waits_for_a_lock, pg_store.db):
+            assert not waiting.done()
+            await asyncio.sleep(0.01)
+        assert pg_store.emitter is not None
+        await asyncio.to_thread(pg_store.emitter.close)
+        with pytest.raises(psycopg.OperationalError, match="closed"):
+            await asyncio.wait_for(waiting, 30)
+        connection.rollback()
+        assert (await pg_store.aemit("src", "tick", '{"n":3}', ["sub"], NOW))[0] > 0
+
+    with pg_store.db.engine.connect() as connection:
+        asyncio.run(main(connection))
+
+
 def test_the_emitters_text_parameters_keep_every_value_as_sent(pg_store: EventStore) -> None:
     """Subscribers that an array literal would misread, a source with quotes, and a payload
     larger than the socket's send buffer (sent as the socket takes it) reach the tables

@@ -190,12 +190,20 @@ class LoopConnection:
     def _close(self) -> None:
         if not self.loop.is_closed():
             self.loop.remove_reader(self.fd)
+            self.loop.remove_writer(self.fd)
         self.pgconn.finish()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # an emit in flight fails, not hangs
+            waiter.set_exception(psycopg.OperationalError("the emitter's connection was closed"))
+
+    def _ready(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _readable(self) -> None:
         if self._waiter is not None:
-            if not self._waiter.done():
-                self._waiter.set_result(None)
+            self._ready()
             return
         try:  # nothing awaited: a notice, or the server closing the connection
             self.pgconn.consume_input()
@@ -207,14 +215,10 @@ class LoopConnection:
         """Wait for the statement sent to be answered; return its last result."""
         pgconn = self.pgconn
         while pgconn.flush():  # a large payload: the socket took part of it
-            await self._writable()
+            await self._wait(writing=True)
         pgconn.consume_input()
         while pgconn.is_busy():
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
             pgconn.consume_input()
         results = []
         while (result := pgconn.get_result()) is not None:
@@ -226,18 +230,18 @@ class LoopConnection:
             raise psycopg.OperationalError("the server answered nothing")
         return results[-1]
 
-    async def _writable(self) -> None:
-        ready = self.loop.create_future()
-
-        def writable() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        self.loop.add_writer(self.fd, writable)
+    async def _wait(self, writing: bool = False) -> None:
+        """Wait until the socket is readable (the loop's reader ends the wait), or also
+        writable; `_close` ends it with an error."""
+        waiter = self._waiter = self.loop.create_future()
+        if writing:
+            self.loop.add_writer(self.fd, self._ready)
         try:
-            await ready
+            await waiter
         finally:
-            self.loop.remove_writer(self.fd)
+            self._waiter = None
+            if writing and not self.loop.is_closed():
+                self.loop.remove_writer(self.fd)
 
 
 def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
