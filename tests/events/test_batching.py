@@ -191,7 +191,7 @@ def test_a_go_on_that_fails_part_way_rolls_back_and_the_run_is_recorded_alone(
     source = install(services, sources, emitter(unique("src")))
     sink = install(services, sources, subscriber(unique("sub"), source))
     store: EventStore = services.events.store
-    go_on, claim_run = store.go_on, events_store._claim_run
+    go_on, claim_run = store.go_on, events_store.claim_run
     failures: list[list[int]] = []
 
     def failing_go_on(done: list[int], *args: Any) -> Any:
@@ -201,7 +201,7 @@ def test_a_go_on_that_fails_part_way_rolls_back_and_the_run_is_recorded_alone(
             def fail(*_: Any) -> Any:
                 raise RuntimeError("the connection dropped mid-transaction")
 
-            monkeypatch.setattr(events_store, "_claim_run", fail)
+            monkeypatch.setattr(events_store, "claim_run", fail)
             try:
                 return go_on(done, *args)
             except RuntimeError:
@@ -209,7 +209,7 @@ def test_a_go_on_that_fails_part_way_rolls_back_and_the_run_is_recorded_alone(
                 assert [rows[i] for i in done] == ["running", "running"]  # rolled back
                 raise
             finally:
-                monkeypatch.setattr(events_store, "_claim_run", claim_run)
+                monkeypatch.setattr(events_store, "claim_run", claim_run)
         return go_on(done, *args)
 
     monkeypatch.setattr(store, "go_on", failing_go_on)

@@ -26,7 +26,8 @@ from typing import Any
 from modhub import metrics
 from modhub.errors import HandlerTimeout, ModhubError, NotFound
 from modhub.events.catalog import Catalog, Catalogs
-from modhub.events.store import Claimed, EventStore
+from modhub.events.claim import Claimed
+from modhub.events.store import EventStore
 from modhub.jobs.execution import backoff
 from modhub.manifest import Manifest
 from modhub.registry import Registry, Status

@@ -7,163 +7,46 @@ durable when that commits. Its source's `event_seqs` row, locked until then, num
 the source's order. The statements are in `publish.py`; the claim and finish paths are
 SQLAlchemy Core.
 
-Claiming (docs/architecture.md, "Events"): one claimer at a time takes, for each
-(subscriber, source) pair that is ready, the unbroken run of that pair's oldest unfinished
-deliveries that are due, locked `FOR UPDATE SKIP LOCKED` on PostgreSQL. A pair with a
-delivery running under a live lease, or whose oldest delivery waits for a retry, is left
-alone: that is what keeps each subscriber's deliveries in emit order per source. A
-`running` delivery whose lease expired (its node died) is claimable again. A finished run
-is recorded with its pair's next run claimed in the same transaction (`go_on`).
+Claiming and finishing run the statements of `claim.py` (docs/events.md, "Order and
+claiming"); a finished run is recorded with its pair's next run claimed in the same
+transaction (`go_on`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from modhub.db import Database
 from modhub.db.models import Event, EventDelivery
 from modhub.errors import InvalidInput, NotFound
 from modhub.events import publish
+from modhub.events.claim import (
+    CLAIM_LOCK,
+    DEAD,
+    DELIVERIES,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    Claimed,
+    claim_run,
+    claimable,
+    delivered,
+    running,
+)
 from modhub.events.emitter import LoopEmitter
 from modhub.events.publish import CHANNEL, payload_json
 from modhub.store.writer import Write, Writes
 
-PENDING, RUNNING, DELIVERED, DEAD = "pending", "running", "delivered", "dead"
-STATUSES = (PENDING, RUNNING, DELIVERED, DEAD)
-CLAIM_LOCK = 0x6576636C  # the claimers' advisory lock ("evcl")
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 MAX_PAGE = 500
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this claimer now runs (its row is `running`, `attempt` counts this one)."""
-
-    id: int
-    event_id: int
-    subscriber: str
-    source: str
-    name: str
-    seq: int
-    attempt: int
-    payload: Any
-    emitted_at: datetime
-
-
-# Core: the claim and finish paths load no ORM objects.
-_D = cast(Table, EventDelivery.__table__)
-_E = cast(Table, Event.__table__)
-
-
-_BUSY = _D.alias("busy")
-
-
-def _claimable(now: datetime) -> Any:
-    """Deliveries due (pending) or taken back (running, lease expired), of a pair with no
-    delivery running under a live lease: such a pair waits for that run, and a claimer woken
-    meanwhile (by every emit) finds it without a write transaction."""
-    busy = select(_BUSY.c.subscriber, _BUSY.c.source).where(
-        _BUSY.c.status == RUNNING, _BUSY.c.lease_until >= now
-    )  # not correlated: read once a statement (few rows run at a time)
-    return and_(
-        or_(
-            and_(_D.c.status == PENDING, _D.c.next_attempt_at <= now),
-            and_(_D.c.status == RUNNING, _D.c.lease_until < now),
-        ),
-        tuple_(_D.c.subscriber, _D.c.source).not_in(busy),
-    )
-
-
-def _running(run: list[Claimed], owner: str, now: datetime, lease: timedelta) -> Any:
-    """The UPDATE that makes a claimed run's deliveries `running` under `owner`'s lease."""
-    return (
-        update(_D)
-        .where(_D.c.id.in_([c.id for c in run]))
-        .values(
-            status=RUNNING,
-            claimed_by=owner,
-            lease_until=now + lease,
-            started_at=now,
-            attempt=_D.c.attempt + 1,
-        )
-    )
-
-
-def _delivered(ids: Collection[int], owner: str, now: datetime) -> Any:
-    """The UPDATE that marks deliveries delivered, those `owner` still runs."""
-    return (
-        update(_D)
-        .where(_D.c.id.in_(list(ids)), _D.c.claimed_by == owner, _D.c.status == RUNNING)
-        .values(status=DELIVERED, finished_at=now, lease_until=None, last_error=None)
-    )
-
-
-def _claim_run(
-    connection: Connection, subscriber: str, source: str, now: datetime, batch: int, postgres: bool
-) -> list[Claimed]:
-    """Return the pair's unbroken run of due deliveries from its oldest unfinished one (at
-    most `batch`), with their events, locked on PostgreSQL (rows another transaction holds
-    are skipped, and the run ends before the first of them)."""
-    unfinished = (
-        _D.c.subscriber == subscriber,
-        _D.c.source == source,
-        _D.c.status.in_((PENDING, RUNNING)),
-    )
-    query = (
-        select(
-            _D.c.id,
-            _D.c.event_id,
-            _D.c.seq,
-            _D.c.status,
-            _D.c.attempt,
-            _D.c.next_attempt_at,
-            _D.c.lease_until,
-            _E.c.name,
-            _E.c.payload,
-            _E.c.emitted_at,
-        )
-        .join_from(_D, _E, _E.c.id == _D.c.event_id)
-        .where(*unfinished)
-        .order_by(_D.c.seq)
-        .limit(batch)
-    )
-    expected: list[int] | None = None
-    if postgres:
-        # A row another transaction holds (a finish in flight) is skipped; the run must
-        # still start at the pair's oldest unfinished delivery and miss none, as the
-        # committed rows say, or it would overtake one.
-        query = query.with_for_update(skip_locked=True, of=_D)
-        expected = list(
-            connection.scalars(select(_D.c.seq).where(*unfinished).order_by(_D.c.seq).limit(batch))
-        )
-    run: list[Claimed] = []
-    for k, row in enumerate(connection.execute(query)):
-        if expected is not None and (k >= len(expected) or expected[k] != row.seq):
-            break
-        due = row.status == PENDING and row.next_attempt_at <= now
-        expired = row.status == RUNNING and row.lease_until is not None and row.lease_until < now
-        if not (due or expired):
-            break  # running, or waiting for a retry: the rest waits behind it
-        run.append(
-            Claimed(
-                row.id,
-                row.event_id,
-                subscriber,
-                source,
-                row.name,
-                row.seq,
-                row.attempt + 1,
-                row.payload,
-                row.emitted_at,
-            )
-        )
-    return run
+_D = DELIVERIES  # Core: the claim and finish paths load no ORM objects
 
 
 class EventStore:
@@ -244,7 +127,7 @@ class EventStore:
             return []
         mine = _D.c.subscriber.in_(sorted(runnable))
         with self.db.query() as connection:  # most rounds find nothing: no write transaction
-            found = connection.execute(select(_D.c.id).where(mine, _claimable(now)).limit(1))
+            found = connection.execute(select(_D.c.id).where(mine, claimable(now)).limit(1))
             if found.first() is None:
                 return []
         postgres = self.db.dialect == "postgresql"
@@ -254,16 +137,16 @@ class EventStore:
                 connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
             pairs = connection.execute(
                 select(_D.c.subscriber, _D.c.source)
-                .where(mine, _claimable(now))
+                .where(mine, claimable(now))
                 .group_by(_D.c.subscriber, _D.c.source)
                 .order_by(func.min(_D.c.id))
                 .limit(room)
             ).all()
             for subscriber, source in pairs:
-                run = _claim_run(connection, subscriber, source, now, batch, postgres)
+                run = claim_run(connection, subscriber, source, now, batch, postgres)
                 if not run:
                     continue
-                connection.execute(_running(run, owner, now, lease))
+                connection.execute(running(run, owner, now, lease))
                 claimed.append(run)
         return claimed
 
@@ -284,10 +167,10 @@ class EventStore:
             if postgres:  # a claim: claimers take turns
                 connection.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
             if done:
-                connection.execute(_delivered(done, owner, now))
-            run = _claim_run(connection, *pair, now, batch, postgres)
+                connection.execute(delivered(done, owner, now))
+            run = claim_run(connection, *pair, now, batch, postgres)
             if run:
-                connection.execute(_running(run, owner, now, lease))
+                connection.execute(running(run, owner, now, lease))
         return run
 
     def delivered(self, ids: Collection[int], owner: str, now: datetime) -> int:
@@ -295,7 +178,7 @@ class EventStore:
         if not ids:
             return 0
         with self._writer.begin() as connection:
-            result = connection.execute(_delivered(ids, owner, now))
+            result = connection.execute(delivered(ids, owner, now))
         return int(result.rowcount)
 
     def failed(
