@@ -222,15 +222,24 @@ def test_a_connection_lost_in_use_fails_that_emit_and_the_next_one_reconnects(
     assert seqs(pg_store) == [(1, 1), (2, 3)]
 
 
+async def _second_emit_waiting_for_the_lock(
+    store: EventStore, connection: Connection
+) -> asyncio.Task[tuple[int, int]]:
+    """Emit event 1 of "src", take the source's lock on `connection` (as an old node's
+    transaction holds it), and return event 2's emit once it waits for that lock."""
+    await store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
+    connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, {module_key('src')})"))
+    waiting = asyncio.create_task(store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))
+    while not await asyncio.to_thread(_waits_for_a_lock, store.db):
+        assert not waiting.done()
+        await asyncio.sleep(0.01)
+    return waiting
+
+
 def test_a_cancelled_emit_commits_nothing_and_the_next_one_goes_on(pg_store: EventStore) -> None:
 
     async def main(connection: Connection) -> None:
-        await pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, {module_key('src')})"))
-        waiting = asyncio.create_task(pg_store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))
-        while not await asyncio.to_thread(_waits_for_a_lock, pg_store.db):
-            assert not waiting.done()
-            await asyncio.sleep(0.01)
+        waiting = await _second_emit_waiting_for_the_lock(pg_store, connection)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -302,12 +311,7 @@ def test_closing_the_emitter_under_an_emit_in_flight_fails_that_emit(
     it raises at once instead of waiting for an answer that cannot come."""
 
     async def main(connection: Connection) -> None:
-        await pg_store.aemit("src", "tick", '{"n":1}', ["sub"], NOW)
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQ_LOCK}, {module_key('src')})"))
-        waiting = asyncio.create_task(pg_store.aemit("src", "tick", '{"n":2}', ["sub"], NOW))
-        while not await asyncio.to_thread(_waits_for_a_lock, pg_store.db):
-            assert not waiting.done()
-            await asyncio.sleep(0.01)
+        waiting = await _second_emit_waiting_for_the_lock(pg_store, connection)
         assert pg_store.emitter is not None
         await asyncio.to_thread(pg_store.emitter.close)
         with pytest.raises(psycopg.OperationalError, match="closed"):
