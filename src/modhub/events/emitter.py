@@ -12,8 +12,8 @@ It drives the connection through libpq itself (psycopg's `pq` layer: `send_query
 `consume_input`, `get_result`) and keeps a reader on its socket in the loop for as long as
 it is open, so a wait is one future. psycopg's asyncio `execute` does the same work with a
 fresh cursor, the connection's asyncio lock, its adapters for the six parameters, and a
-reader added to and removed from the loop's selector on every wait: 0.14-0.19 ms of CPU an
-emit on the machine of 2026-12-06, against 0.07-0.10 ms this way (docs/benchmarks.md). The
+reader added to and removed from the loop's selector on every wait: 0.14-0.21 ms of CPU an
+emit on the machine of 2026-12-06, against 0.07-0.08 ms this way (docs/benchmarks.md). The
 parameters are text, built by `events/publish.py`; an error answer is raised as psycopg
 raises it (`psycopg.errors`, with its `diag`).
 
