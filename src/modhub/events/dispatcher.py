@@ -27,6 +27,7 @@ from modhub import metrics
 from modhub.errors import HandlerTimeout, ModhubError, NotFound
 from modhub.events.catalog import Catalog, Catalogs
 from modhub.events.claim import Claimed
+from modhub.events.emitter import running_loop
 from modhub.events.store import EventStore
 from modhub.jobs.execution import backoff
 from modhub.manifest import Manifest
@@ -151,7 +152,7 @@ class Dispatcher:
         if woken is None:
             return
         loop, event = woken
-        if _running_loop() is loop:
+        if running_loop() is loop:
             event.set()
         else:
             loop.call_soon_threadsafe(event.set)
@@ -374,10 +375,3 @@ def _runnable(catalog: Catalog) -> set[str]:
 
 def _event(delivery: Claimed) -> str:
     return f"{delivery.source}/{delivery.name}"
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # a thread with no loop: the pooled emit, a registry change
-        return None

@@ -179,7 +179,7 @@ class LoopConnection:
         """Stop watching the socket and close the connection, on the loop when it runs in
         another thread (its selector is not thread-safe)."""
         loop = self.loop
-        if not loop.is_closed() and loop.is_running() and not _running_here(loop):
+        if not loop.is_closed() and loop.is_running() and running_loop() is not loop:
             try:
                 loop.call_soon_threadsafe(self._close)
                 return
@@ -244,11 +244,12 @@ class LoopConnection:
                 self.loop.remove_writer(self.fd)
 
 
-def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the calling thread, or None in a thread with no loop running."""
     try:
-        return asyncio.get_running_loop() is loop
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
+        return None
 
 
 async def _publish(
